@@ -1,0 +1,35 @@
+# Everything installs itself: a fresh machine of this kind needs only `make demo` / `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST := $(PY) -m pytest
+
+.PHONY: install system-deps demo test test-slow bench clean
+
+$(STAMP): pyproject.toml plugins/pyproject.toml
+	python3 -m venv $(VENV)
+	# The local CPU build of torch first: an open `torch` requirement would pull CUDA wheels.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]' -e plugins
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# PostgreSQL (sweeps, team mode) and Chromium (Turing-test browser test) from Debian.
+system-deps:
+	bash scripts/system-deps.sh
+
+demo: install
+	$(VENV)/bin/augforge demo
+
+test: install system-deps
+	$(PYTEST) -q
+
+test-slow: install system-deps
+	$(PYTEST) -q -m slow
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .cache runs

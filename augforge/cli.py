@@ -1,0 +1,97 @@
+"""The ``augforge`` command line.
+
+Each core command lives in the module that implements it and is imported only when used, so
+``augforge plugins`` stays fast and one module's import error cannot break the others.
+Plugins add commands through the ``augforge_register_commands(cli)`` hook.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from augforge import __version__
+from augforge.errors import AugforgeError
+
+#: command name -> ("module:attribute" of a click command or group, one-line help)
+COMMANDS = {
+    "plugins": ("augforge.cli:plugins_command", "List registered components and their distributions."),
+    "data": ("augforge.data_cli:data_group", "Inspect and prepare datasets (decode-once cache, splits)."),
+    "train": ("augforge.train_cli:train_command", "Train a GAN (presets, --set overrides, resume, MLflow)."),
+    "evaluate": ("augforge.evaluate_cli:evaluate_command", "Evaluate a generator: detector, FID/KID, c2st, privacy."),
+    "sweep": ("augforge.sweep:sweep_command", "Optuna hyperparameter sweep; trials are nested MLflow runs."),
+    "export": ("augforge.export:export_command", "Export a generator to ONNX with metadata and a parity check."),
+    "generate": ("augforge.generate:generate_command", "Write synthetic images + HAM10000-style metadata.csv."),
+    "turing": ("augforge.turing.cli:turing_group", "Visual Turing test for clinicians: create, serve, results."),
+    "demo": ("augforge.demo:demo_command", "The whole pipeline on the embedded synthetic data."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx, name):
+        if name in self.commands:
+            return self.commands[name]
+        if name not in COMMANDS:
+            return None
+        module, _, attr = COMMANDS[name][0].partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        # Listing must not import every command module (torch, mlflow): use the static help.
+        rows = [(n, COMMANDS[n][1]) for n in sorted(COMMANDS)]
+        rows += [(n, c.get_short_help_str()) for n, c in sorted(self.commands.items()) if n not in COMMANDS]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="augforge")
+def cli():
+    """Synthetic, labelled skin-lesion images from GANs: data, train, evaluate, sweep, export."""
+
+
+@click.command("plugins")
+def plugins_command():
+    """List every registered component with its kind and the distribution that provides it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from augforge import registry
+
+    table = Table(title="augforge components")
+    for col in ("kind", "name", "plugin", "distribution", "description"):
+        table.add_column(col)
+    for kind, entries in registry.tables().items():
+        for name in sorted(entries):
+            e = entries[name]
+            table.add_row(kind, name, e.plugin, e.distribution, getattr(e.cls, "description", "") or "")
+    Console(width=200).print(table)
+
+
+def main(argv=None):
+    from augforge.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    pm.hook.augforge_register_commands(cli=cli)
+    try:
+        cli.main(args=argv, prog_name="augforge", standalone_mode=False)
+    except AugforgeError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""GAN losses as small pure functions of discriminator logits.
+
+Each ``d_*`` returns the discriminator's loss, each ``g_*`` the generator's, both scalars.
+``wgan-gp`` is the Wasserstein loss; its gradient penalty is added by the loop from
+``gradient_penalty`` (weight ``train.gp_weight``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def d_bce(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+
+def g_bce(fake: torch.Tensor) -> torch.Tensor:
+    # Non-saturating: maximise log D(G(z)) rather than minimise log(1 - D(G(z))).
+    return F.softplus(-fake).mean()
+
+
+def d_hinge(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+def g_hinge(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+def d_wgan(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return fake.mean() - real.mean()
+
+
+def g_wgan(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+def d_lsgan(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake**2).mean()
+
+
+def g_lsgan(fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((fake - 1.0) ** 2).mean()
+
+
+LOSSES = {"bce": (d_bce, g_bce), "hinge": (d_hinge, g_hinge), "wgan-gp": (d_wgan, g_wgan), "lsgan": (d_lsgan, g_lsgan)}
+
+
+def get_loss(name: str):
+    """Return ``(d_loss, g_loss)`` for a loss name; unknown names list the valid ones."""
+    from augforge.errors import ConfigError
+
+    if name not in LOSSES:
+        raise ConfigError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, labels=None) -> torch.Tensor:
+    """WGAN-GP: (||grad D(x_hat)||_2 - 1)^2 on random interpolates of real and fake."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    out = discriminator(x_hat, labels)
+    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1: squared gradient norm of D on real images (``real`` must require grad).
+
+    The loop multiplies by ``r1_gamma / 2``.
+    """
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()

@@ -1,0 +1,111 @@
+"""Experiment tracking: MLflow (default store ``sqlite:///mlruns/mlflow.db``) or nothing.
+
+Only the core imports mlflow; plugins return numbers and images and the core logs them here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_HOME = Path("mlruns")
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the sqlite store inside ``mlruns/``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    DEFAULT_HOME.mkdir(exist_ok=True)
+    return f"sqlite:///{DEFAULT_HOME.resolve() / 'mlflow.db'}"
+
+
+def default_artifact_location(experiment: str) -> str | None:
+    """Artifacts of the default store live under ``mlruns/artifacts`` (None for a server)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (DEFAULT_HOME.resolve() / "artifacts" / experiment).as_uri()
+
+
+class NullTracker:
+    """Tracks nothing; used in unit tests and with ``--no-track``."""
+
+    run_id: str | None = None
+
+    def start(self, run_name: str = "", tags: dict[str, str] | None = None, nested: bool = False, run_id: str | None = None):
+        return self
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None: ...
+
+    def log_image(self, image: np.ndarray, name: str) -> None: ...
+
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+
+    def end(self, status: str = "FINISHED") -> None: ...
+
+
+class MlflowTracker(NullTracker):
+    """One MLflow run per ``start()``; nested runs for sweep trials."""
+
+    def __init__(self, uri: str = "", experiment: str = "augforge"):
+        import mlflow
+
+        self.mlflow = mlflow
+        self.uri = uri or default_tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        client = mlflow.MlflowClient()
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            exp_id = client.create_experiment(experiment, artifact_location=default_artifact_location(experiment) if not uri else None)
+        else:
+            exp_id = exp.experiment_id
+        self.experiment_id = exp_id
+        self.run_id = None
+
+    def start(self, run_name: str = "", tags=None, nested: bool = False, run_id: str | None = None):
+        run = self.mlflow.start_run(
+            run_id=run_id, experiment_id=None if run_id else self.experiment_id,
+            run_name=run_name or None, nested=nested, tags=tags or None,
+        )
+        self.run_id = run.info.run_id
+        return self
+
+    def log_params(self, params):
+        # MLflow caps a param value at 6000 chars and rejects re-logging a changed value.
+        clean = {k: ("" if v is None else str(v))[:6000] for k, v in params.items()}
+        items = list(clean.items())
+        for i in range(0, len(items), 100):  # the API takes at most 100 params per batch
+            self.mlflow.log_params(dict(items[i : i + 100]))
+
+    def log_metrics(self, metrics, step=None):
+        finite = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(float(v))}
+        if finite:
+            self.mlflow.log_metrics(finite, step=step)
+
+    def log_artifact(self, path, artifact_path=None):
+        path = Path(path)
+        if path.is_dir():
+            self.mlflow.log_artifacts(str(path), artifact_path)
+        else:
+            self.mlflow.log_artifact(str(path), artifact_path)
+
+    def log_image(self, image, name):
+        self.mlflow.log_image(image, name)
+
+    def set_tags(self, tags):
+        self.mlflow.set_tags(tags)
+
+    def end(self, status="FINISHED"):
+        if self.mlflow.active_run() is not None:
+            self.mlflow.end_run(status=status)
+
+
+def make_tracker(enabled: bool = True, uri: str = "", experiment: str = "augforge") -> NullTracker:
+    return MlflowTracker(uri, experiment) if enabled else NullTracker()

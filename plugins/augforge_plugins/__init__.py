@@ -1,0 +1,1 @@
+"""First-party augforge plugins, registered through the `augforge` entry-point group."""
