@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# Fixtures: postgres_cluster, postgres_url, fresh_postgres_url (tests/pg_fixture.py).
+pytest_plugins = ["pg_fixture"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_HAM = ROOT.parent / "shared" / "data" / "ham10000-200x150"
 
