@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(PY) -m pytest
 
-.PHONY: install system-deps demo test test-slow bench clean
+.PHONY: install system-deps demo test test-slow bench clean team-up team-down docker-config
 
 $(STAMP): pyproject.toml plugins/pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,3 +33,14 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .cache runs
+
+# Team mode without docker: local PostgreSQL + `mlflow server --serve-artifacts` (README "Team mode").
+team-up: install
+	bash scripts/team-up.sh
+
+team-down:
+	bash scripts/team-down.sh
+
+# Validate docker/compose.yaml (+ GPU overlay) without a docker engine.
+docker-config:
+	cd docker && AUGFORGE_ENV_FILE=$${AUGFORGE_ENV_FILE:-env.example} docker-compose -f compose.yaml -f compose.gpu.yaml config -q
