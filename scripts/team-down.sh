@@ -14,7 +14,7 @@ log() { printf '[team-down] %s\n' "$*" >&2; }
 [ -d "$STATE" ] || { log "nothing to stop ($STATE does not exist)"; exit 0; }
 AS_PG=(); [ "$(id -u)" -eq 0 ] && AS_PG=(runuser -u postgres --)
 PGDATA="${TEAM_PGDATA:-$STATE/pgdata}"
-[ -s "$PGDATA/PG_VERSION" ] || [ -n "${TEAM_PGDATA:-}" ] || PGDATA=/var/lib/postgresql/augforge-team
+[ -n "${TEAM_PGDATA:-}" ] || [ ! -s "$STATE/pgdata.path" ] || PGDATA="$(cat "$STATE/pgdata.path")"
 
 if [ -s "$STATE/mlflow.pid" ]; then
   pid="$(cat "$STATE/mlflow.pid")"

@@ -53,8 +53,10 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 PGDATA="${TEAM_PGDATA:-$STATE/pgdata}"
 if [ ${#AS_PG[@]} -gt 0 ] && [ -z "${TEAM_PGDATA:-}" ] && ! "${AS_PG[@]}" test -x "$STATE" 2>/dev/null; then
-  PGDATA=/var/lib/postgresql/augforge-team   # the postgres user cannot reach $STATE
+  # The postgres user cannot reach $STATE: keep the cluster in its home, one per state folder.
+  PGDATA="/var/lib/postgresql/augforge-team-$(printf '%s' "$STATE" | cksum | cut -d' ' -f1)"
 fi
+echo "$PGDATA" > "$STATE/pgdata.path"   # for team-down.sh
 
 # One password, generated once, kept out of git (.team/ is ignored) and readable by you only.
 umask 077
