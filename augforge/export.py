@@ -1,0 +1,469 @@
+"""ONNX export of a trained generator, with a parity check, plus the MLflow model-registry helpers.
+
+The exported file is the hand-off format: one self-contained ``.onnx`` file (weights inside),
+read by ``augforge generate`` and by the torch-free ``augforge.runtime``::
+
+    inputs   z      float32 [batch, latent_dim]
+             label  int64   [batch]            (conditional generators only)
+    output   image  float32 [batch, 3, H, W] in [-1, 1]   (default)
+                    uint8   [batch, H, W, 3] in [0, 255]  (--uint8)
+
+Everything a consumer needs to know travels in the model's ``metadata_props`` (``METADATA_KEYS``).
+A file is only written after ``onnx.checker`` and an onnxruntime-vs-PyTorch parity check on
+fresh random inputs at batch 1 and a larger batch pass; otherwise nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from augforge import __version__
+from augforge.errors import AugforgeError
+
+#: ``metadata_props["format"]`` of every file this module writes; the runtime checks it
+FORMAT = "augforge-generator/1"
+METADATA_KEYS = (
+    "format", "class_names", "num_classes", "conditional", "latent_dim", "image_size", "value_range",
+    "output_layout", "training_run_id", "dataset", "dataset_config", "generator", "step", "ema", "checkpoint",
+    "config", "augforge_version", "exporter",
+)
+PARITY_ATOL = 1e-4  # max abs difference on the [-1, 1] float output
+PARITY_BATCHES = (1, 16)  # batch 1 and a larger batch: proves the dynamic batch axis works
+DEFAULT_ALIAS = "champion"
+
+
+class ExportError(AugforgeError):
+    """Export refused: the exporter failed, or the ONNX file disagrees with PyTorch."""
+
+
+# --------------------------------------------------------------------------------------------
+# The exported module
+
+
+def _bake(generator):
+    """A deep copy in eval mode with spectral-norm reparametrisations folded into plain weights.
+
+    In eval mode spectral norm divides by a fixed sigma (no power iteration), so folding it is
+    exact; the graph gets simpler and the legacy exporter (no ``aten::vdot``) can handle it.
+    """
+    import torch
+    from torch.nn.utils import parametrize
+
+    g = copy.deepcopy(generator).eval()
+    with torch.no_grad():
+        for module in g.modules():
+            if parametrize.is_parametrized(module):
+                # a deep copy shares the injected Parametrized* class with the original, and
+                # removing a parametrisation deletes a property from that class: give the copy
+                # its own class first, or the caller's generator loses its `weight`
+                cls = module.__class__
+                module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+                for name in list(module.parametrizations.keys()):
+                    parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+            for key, hook in list(getattr(module, "_forward_pre_hooks", {}).items()):
+                if type(hook).__name__ == "SpectralNorm":  # old-style torch.nn.utils.spectral_norm
+                    torch.nn.utils.remove_spectral_norm(module, hook.name)
+    for p in g.parameters():
+        p.requires_grad_(False)
+    return g
+
+
+def export_module(generator, uint8: bool = False):
+    """The ``torch.nn.Module`` that is exported: ``(z[, label]) -> image`` in the file's layout."""
+    import torch
+    from torch import nn
+
+    baked = _bake(generator)
+    conditional = bool(getattr(generator, "conditional", False))
+
+    class Exported(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.generator = baked
+
+        def _post(self, x):
+            x = x.clamp(-1.0, 1.0)  # the file's contract, whatever the plugin's last layer is
+            if uint8:
+                x = ((x + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+            return x
+
+        if conditional:
+            def forward(self, z, label):
+                return self._post(self.generator(z, label))
+        else:
+            def forward(self, z):
+                return self._post(self.generator(z, None))
+
+    return Exported().eval()
+
+
+def _example(generator, batch: int, rng: np.random.Generator):
+    import torch
+
+    z = torch.from_numpy(rng.standard_normal((batch, generator.latent_dim)).astype(np.float32))
+    if getattr(generator, "conditional", False):
+        return z, torch.from_numpy(rng.integers(0, generator.num_classes, batch).astype(np.int64))
+    return (z,)
+
+
+def _torch_export(module, args, path: Path, dynamo: bool) -> None:
+    import torch
+
+    names = ["z", "label"][: len(args)]
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if dynamo:
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            shapes = {"z": {0: batch}, "label": {0: batch}} if len(args) == 2 else {"z": {0: batch}}
+            torch.onnx.export(
+                module, args, str(path), input_names=names, output_names=["image"], dynamo=True,
+                dynamic_shapes=shapes, external_data=False, verbose=False, optimize=True,
+            )
+        else:
+            axes = {n: {0: "batch"} for n in [*names, "image"]}
+            torch.onnx.export(
+                module, args, str(path), input_names=names, output_names=["image"], dynamo=False,
+                dynamic_axes=axes, opset_version=18,
+            )
+
+
+def parity_check(module, onnx_path: str | os.PathLike, batches=PARITY_BATCHES, seed: int | None = None) -> float:
+    """Max abs difference between PyTorch and onnxruntime outputs on fresh random inputs.
+
+    The float layout is compared on the [-1, 1] scale; the uint8 layout in grey levels (a value
+    sitting on a rounding boundary may flip by one level, so its bound is 1).
+    """
+    import onnxruntime as ort
+    import torch
+
+    rng = np.random.default_rng(seed)  # None: fresh entropy, as the contract asks
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    gen = module.generator
+    worst = 0.0
+    for b in batches:
+        args = _example(gen, b, rng)
+        with torch.no_grad():
+            ref = module(*args).numpy()
+        out = sess.run(["image"], {n: a.numpy() for n, a in zip(["z", "label"], args)})[0]
+        if out.shape != ref.shape or out.dtype != ref.dtype:
+            raise ExportError(f"onnxruntime output {out.dtype}{list(out.shape)} != PyTorch {ref.dtype}{list(ref.shape)} at batch {b}")
+        worst = max(worst, float(np.abs(out.astype(np.float64) - ref.astype(np.float64)).max()))
+    return worst
+
+
+def export_onnx(generator, path: str | os.PathLike, metadata: dict[str, Any], uint8: bool = False,
+                *, exporter: str = "auto", atol: float | None = None) -> Path:
+    """Export ``generator`` to one ONNX file at ``path``; returns the path.
+
+    ``metadata`` fills ``metadata_props`` (``class_names`` as a list, ``training_run_id``,
+    ``dataset``, ...); ``latent_dim``, ``image_size``, layout and value range come from the
+    generator. ``exporter``: ``auto`` (torch.export/dynamo, falling back to the TorchScript
+    exporter), ``dynamo`` or ``torchscript``. Raises ``ExportError`` and leaves no file behind
+    when export, ``onnx.checker`` or the parity check fails.
+    """
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = export_module(generator, uint8=uint8)
+    bound = (1.0 if uint8 else PARITY_ATOL) if atol is None else atol
+    props = _metadata_props(generator, metadata, uint8)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tried: list[str] = []
+    try:
+        order = {"auto": [True, False], "dynamo": [True], "torchscript": [False]}[exporter]
+        for dynamo in order:
+            label = "dynamo" if dynamo else "torchscript"
+            try:
+                _torch_export(module, _example(generator, 2, np.random.default_rng(0)), tmp, dynamo)
+                model = onnx.load(str(tmp))
+                onnx.checker.check_model(model, full_check=True)
+                props["exporter"] = f"torch.onnx ({label}) torch {_torch_version()}"
+                _set_metadata(model, props)
+                onnx.save_model(model, str(tmp), save_as_external_data=False)
+                diff = parity_check(module, tmp)
+            except ExportError as exc:
+                tried.append(f"{label}: {exc}")
+                continue
+            except Exception as exc:  # exporter/checker/runtime failures: try the next exporter
+                tried.append(f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+                continue
+            if not np.isfinite(diff) or diff > bound:
+                tried.append(f"{label}: parity check failed, max abs diff {diff:.3g} > {bound:g}")
+                continue
+            os.replace(tmp, path)
+            return path
+        raise ExportError("ONNX export refused, no file written: " + "; ".join(tried))
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def _metadata_props(generator, metadata: dict[str, Any], uint8: bool) -> dict[str, str]:
+    class_names = list(metadata.get("class_names") or [])
+    k = int(getattr(generator, "num_classes", 0))
+    if k and len(class_names) != k:
+        raise ExportError(f"generator has {k} classes but metadata names {len(class_names)}: {class_names}")
+    props = {
+        "format": FORMAT,
+        "class_names": json.dumps(class_names),
+        "num_classes": str(k),
+        "conditional": json.dumps(bool(getattr(generator, "conditional", False))),
+        "latent_dim": str(int(generator.latent_dim)),
+        "image_size": str(int(metadata.get("image_size") or getattr(generator, "image_size", 0))),
+        "value_range": "[0, 255]" if uint8 else "[-1, 1]",
+        "output_layout": "NHWC uint8" if uint8 else "NCHW float32",
+        "augforge_version": __version__,
+    }
+    for key, value in metadata.items():
+        if key not in props and key != "class_names" and value is not None:
+            props[key] = value if isinstance(value, str) else json.dumps(value)
+    return props
+
+
+def _set_metadata(model, props: dict[str, str]) -> None:
+    import onnx
+
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    model.producer_name = "augforge"
+    model.producer_version = __version__
+    model.doc_string = "augforge generator: z[, label] -> image; see metadata_props"
+
+
+def read_metadata(onnx_path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict (no weights are loaded)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+# --------------------------------------------------------------------------------------------
+# Sources: checkpoint, tracked run, registered model
+
+
+def checkpoint_metadata(state: dict[str, Any], path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Metadata for ``export_onnx`` from an augforge checkpoint's state dict."""
+    cfg = state.get("config") or {}
+    # the run config lets evaluation and --drop-near-copies rebuild the training split; the
+    # tracking section is left out (a tracking URI may carry credentials)
+    public = {k: v for k, v in cfg.items() if k != "tracking"}
+    return {
+        "class_names": list(state.get("class_names") or []),
+        "image_size": state.get("image_size"),
+        "training_run_id": state.get("run_id") or "",
+        "dataset": (cfg.get("data") or {}).get("name", ""),
+        "dataset_config": cfg.get("dataset") or {},
+        "generator": (state.get("generator") or {}).get("name", ""),
+        "step": int(state.get("step") or 0),
+        "ema": state.get("g_ema") is not None,
+        "checkpoint": str(path) if path else "",
+        "config": public,
+    }
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, uint8: bool = False, ema: bool = True,
+                      extra: dict[str, Any] | None = None) -> Path:
+    """Rebuild the generator from an augforge checkpoint (EMA weights when present) and export it."""
+    from augforge.checkpoint import load_generator
+
+    gen, state = load_generator(checkpoint, ema=ema)
+    meta = checkpoint_metadata(state, checkpoint)
+    meta["ema"] = bool(ema and state.get("g_ema") is not None)
+    return export_onnx(gen, out, {**meta, **(extra or {})}, uint8=uint8)
+
+
+def checkpoint_for_run(run_id: str, tracking_uri: str | None = None, best: bool = True) -> Path:
+    """The run's best checkpoint (by the in-training evaluator) when it has one, else its last."""
+    from augforge import train
+
+    if best:
+        try:
+            return train.checkpoint_for_run(run_id, tracking_uri=tracking_uri, best=True)
+        except AugforgeError:
+            pass
+    return train.checkpoint_for_run(run_id, tracking_uri=tracking_uri, best=False)
+
+
+def _client(tracking_uri: str | None = None):
+    import mlflow
+
+    from augforge.tracking import default_tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    return mlflow.MlflowClient()
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, alias, version)."""
+    if not uri.startswith("models:/"):
+        raise AugforgeError(f"{uri!r} is not a registered-model URI; use models:/NAME@champion or models:/NAME/VERSION")
+    rest = uri[len("models:/"):].strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, alias, None
+    name, _, version = rest.partition("/")
+    if not version:
+        return name, DEFAULT_ALIAS, None
+    return name, None, version
+
+
+def model_version(uri: str, tracking_uri: str | None = None):
+    """The ``ModelVersion`` behind ``models:/NAME@ALIAS`` (or ``/VERSION``), with a clear error."""
+    client = _client(tracking_uri)
+    name, alias, version = parse_model_uri(uri)
+    try:
+        if alias:
+            return client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name, version)
+    except Exception as exc:
+        try:
+            known = sorted(m.name for m in client.search_registered_models())
+        except Exception:
+            known = []
+        raise AugforgeError(
+            f"cannot resolve {uri}: {str(exc).splitlines()[0][:200]}; registered models: {', '.join(known) or '(none)'}"
+        ) from None
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("AUGFORGE_CACHE_DIR") or ".cache/augforge")
+
+
+def resolve_onnx(source: str | os.PathLike, tracking_uri: str | None = None) -> Path:
+    """A local ONNX file for ``source``: a path, or ``models:/NAME@ALIAS`` (downloaded once, cached)."""
+    source = str(source)
+    if not source.startswith("models:/"):
+        path = Path(source)
+        if not path.is_file():
+            raise AugforgeError(f"ONNX file {path} does not exist; write one with `augforge export --out {path}`")
+        return path
+    import mlflow
+
+    mv = model_version(source, tracking_uri)
+    dest = _cache_root() / "models" / f"{mv.name}-v{mv.version}"
+    found = sorted(dest.rglob("*.onnx")) if dest.is_dir() else []
+    if not found:
+        tmp = Path(tempfile.mkdtemp(dir=_mkdir(dest.parent), prefix=".dl-"))
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(tmp))
+            shutil.rmtree(dest, ignore_errors=True)
+            os.replace(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        found = sorted(dest.rglob("*.onnx"))
+    if not found:
+        raise AugforgeError(f"{source} (version {mv.version}) holds no .onnx file; register one with augforge's export")
+    return found[0]
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def register_onnx(onnx_path: str | os.PathLike, name: str, *, alias: str = DEFAULT_ALIAS, run_id: str | None = None,
+                  tracking_uri: str | None = None, tags: dict[str, str] | None = None):
+    """Log ``onnx_path`` as an MLflow ONNX model, register it as ``name`` and point ``alias`` at it.
+
+    Logged into ``run_id`` (or the active run). The version carries the file's metadata as tags
+    (``augforge.training_run_id`` ...); returns the ``ModelVersion``. ``models:/NAME@ALIAS``
+    then resolves to this file (``resolve_onnx``).
+    """
+    import mlflow
+    import mlflow.onnx
+    import onnx
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    client = _client(tracking_uri)
+    model = onnx.load(str(onnx_path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get("format") != FORMAT:
+        raise AugforgeError(f"{onnx_path} was not written by augforge export (metadata format {meta.get('format')!r})")
+    latent = int(meta["latent_dim"])
+    size = int(meta["image_size"])
+    inputs = [TensorSpec(np.dtype(np.float32), (-1, latent), "z")]
+    if json.loads(meta["conditional"]):
+        inputs.append(TensorSpec(np.dtype(np.int64), (-1,), "label"))
+    uint8 = meta["output_layout"].startswith("NHWC")
+    out_shape = (-1, size, size, 3) if uint8 else (-1, 3, size, size)
+    signature = ModelSignature(Schema(inputs), Schema([TensorSpec(np.dtype(np.uint8 if uint8 else np.float32), out_shape, "image")]))
+    active = mlflow.active_run()
+    ctx = contextlib.nullcontext() if (active and (run_id is None or active.info.run_id == run_id)) else mlflow.start_run(run_id=run_id, nested=bool(active))
+    with ctx:
+        info = mlflow.onnx.log_model(
+            model, name="generator", registered_model_name=name, signature=signature,
+            save_as_external_data=False, metadata=meta, onnx_execution_providers=["CPUExecutionProvider"],
+        )
+    version = str(info.registered_model_version)
+    version_tags = {f"augforge.{k}": v[:5000] for k, v in meta.items()} | (tags or {})
+    for key, value in version_tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return client.get_model_version(name, version)
+
+
+# --------------------------------------------------------------------------------------------
+# Command
+
+
+@click.command("export")
+@click.option("--run", "run_id", help="Tracked training run id (its best checkpoint, else its last).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="An augforge checkpoint file (.pt).")
+@click.option("--model", "model_uri", help="A registered model, e.g. models:/augforge-synthetic-lesions@champion.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--uint8", is_flag=True, help="Output uint8 [batch, H, W, 3] in [0, 255] instead of float NCHW in [-1, 1].")
+@click.option("--last", is_flag=True, help="With --run: the last checkpoint, not the best one.")
+@click.option("--no-ema", is_flag=True, help="Export the raw generator weights even when EMA weights exist.")
+@click.option("--register", "register_name", default="", help="Also register the file in the MLflow model registry under this name.")
+@click.option("--alias", default=DEFAULT_ALIAS, show_default=True, help="Alias set on the registered version (with --register).")
+@click.option("--tracking-uri", default="", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or mlruns/mlflow.db).")
+def export_command(run_id, checkpoint, model_uri, out, uint8, last, no_ema, register_name, alias, tracking_uri):
+    """Export a generator to one ONNX file (z[, label] -> image) with metadata and a parity check."""
+    given = [x for x in (run_id, checkpoint, model_uri) if x]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --run ID, --checkpoint PATH, --model models:/NAME@ALIAS")
+    uri = tracking_uri or None
+    if model_uri:
+        mv = model_version(model_uri, uri)
+        run_id = (mv.tags or {}).get("augforge.training_run_id") or ""
+        if not run_id:
+            raise AugforgeError(f"{model_uri} (version {mv.version}) has no augforge.training_run_id tag; export with --run or --checkpoint")
+        click.echo(f"{model_uri} is version {mv.version}, trained in run {run_id}")
+    if run_id:
+        checkpoint = checkpoint_for_run(run_id, uri, best=not last)
+    path = export_checkpoint(checkpoint, out, uint8=uint8, ema=not no_ema)
+    meta = read_metadata(path)
+    click.echo(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {meta['generator'] or 'generator'} "
+        f"{meta['image_size']}px, classes {', '.join(json.loads(meta['class_names'])) or '(unconditional)'}, "
+        f"output {meta['output_layout']} in {meta['value_range']}; parity check passed ({meta['exporter']})"
+    )
+    if register_name:
+        mv = register_onnx(path, register_name, alias=alias, run_id=meta.get("training_run_id") or None, tracking_uri=uri)
+        click.echo(f"registered models:/{register_name}/{mv.version} with alias @{alias}")

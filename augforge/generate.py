@@ -1,0 +1,223 @@
+"""``augforge generate``: synthetic lesion images as PNGs plus a HAM10000-style ``metadata.csv``.
+
+The output folder reads like HAM10000, so code written for it consumes synthetic images
+unchanged::
+
+    OUT/metadata.csv        lesion_id, image_id, dx, dx_type, age, sex, localization
+    OUT/images/<image_id>.png
+    OUT/generation.json     what made them: source model, seed, counts, dropped near-copies
+
+``dx_type`` is ``synthetic``; ``age`` is empty and ``sex``/``localization`` are ``unknown``
+(HAM10000's own value for a missing field). Every image is its own lesion. The j-th image of
+class k is drawn from noise seeded ``(seed, k, j)`` (``augforge.runtime.OnnxGenerator.render``),
+so the same seed writes byte-identical files, and images equal ``SyntheticLesions(..., seed)``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+from PIL import Image
+
+from augforge.errors import AugforgeError
+
+COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
+MAX_ROUNDS = 10  # rounds of replacement draws for dropped near-copies before giving up
+
+
+@dataclass
+class GenerateResult:
+    out: Path
+    metadata_csv: Path
+    counts: dict[str, int]
+    dropped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def n_images(self) -> int:
+        return sum(self.counts.values())
+
+
+def parse_counts(text: str) -> dict[str, int]:
+    """``"mel=500,bcc=300"`` -> ``{"mel": 500, "bcc": 300}`` (names are checked later)."""
+    counts: dict[str, int] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, n = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not n.strip().isdigit():
+            raise AugforgeError(f"--counts item {item!r}: expected CLASS=N, e.g. --counts mel=500,bcc=300")
+        if name in counts:
+            raise AugforgeError(f"--counts names {name!r} twice")
+        counts[name] = int(n)
+    if not counts:
+        raise AugforgeError("--counts is empty; e.g. --counts mel=500,bcc=300")
+    return counts
+
+
+def _near_copy_check(onnx_path: Path, metadata: dict[str, str], train_data: str | None, quantile: float):
+    """``fn(images) -> bool mask`` flagging near-copies of the generator's training images."""
+    from augforge.config import apply_overrides
+    from augforge.evaluate import near_copy_mask_for, onnx_config
+
+    cfg, _ = onnx_config(onnx_path, metadata)
+    if train_data:  # NAME[:ROOT] -- another copy or location of the training data
+        name, _, root = train_data.partition(":")
+        over = {"data.name": name}
+        if root:
+            over["dataset.root"] = root
+        cfg = apply_overrides(cfg, over)
+    size = int(metadata["image_size"])
+    if cfg.data.image_size != size:
+        cfg = apply_overrides(cfg, {"data.image_size": size})
+    return lambda images: np.asarray(near_copy_mask_for(cfg, images, quantile=quantile), bool)
+
+
+def generate_images(
+    onnx_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    counts: dict[str, int] | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+    drop_near_copies: bool = False,
+    train_data: str | None = None,
+    copy_quantile: float = 0.01,
+    prefix: str = "SYN",
+    overwrite: bool = False,
+    progress: bool = True,
+    threads: int | None = None,
+    source: str | None = None,
+) -> GenerateResult:
+    """Write the images and ``metadata.csv``; see the module docstring for the layout."""
+    import time
+
+    import pandas as pd
+    from tqdm import tqdm
+
+    from augforge.runtime import CHUNK, OnnxGenerator
+
+    t0 = time.perf_counter()
+    gen = OnnxGenerator(onnx_path, threads=threads)
+    plan = gen.plan(counts, per_class)
+    out = Path(out)
+    images_dir = out / "images"
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise AugforgeError(f"{out} is not empty; choose a new --out folder or pass --overwrite")
+        shutil.rmtree(images_dir, ignore_errors=True)
+        for name in ("metadata.csv", "generation.json"):
+            (out / name).unlink(missing_ok=True)
+    images_dir.mkdir(parents=True, exist_ok=True)
+    check = _near_copy_check(Path(onnx_path), gen.metadata, train_data, copy_quantile) if drop_near_copies else None
+
+    rows, dropped = [], {}
+    total = sum(n for _, n in plan)
+    bar = tqdm(total=total, unit="img", desc="generating", disable=not progress or total == 0)
+    pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))  # PNG encoding releases the GIL
+    try:
+        number = 0
+        for name, n in plan:
+            label = gen.model_label(name)
+            kept, next_ordinal, rounds, n_dropped = 0, 0, 0, 0
+            while kept < n:
+                want = n - kept
+                ordinals = np.arange(next_ordinal, next_ordinal + want)
+                next_ordinal += want
+                for start in range(0, want, CHUNK):
+                    ords = ordinals[start : start + CHUNK]
+                    images = gen.render(seed, np.full(len(ords), label), ords)
+                    if check is not None:
+                        keep = ~check(images)
+                        n_dropped += int((~keep).sum())
+                        images = images[keep]
+                    writes = []
+                    for img in images:
+                        image_id = f"{prefix}_{seed}_{number:07d}"
+                        number += 1
+                        rows.append({"lesion_id": f"{prefix}L_{seed}_{number - 1:07d}", "image_id": image_id, "dx": name,
+                                     "dx_type": "synthetic", "age": "", "sex": "unknown", "localization": "unknown"})
+                        writes.append(pool.submit(_write_png, img, images_dir / f"{image_id}.png"))
+                    for w in writes:
+                        w.result()
+                    kept += len(images)
+                    bar.update(len(images))
+                rounds += 1
+                if kept < n and rounds >= MAX_ROUNDS:
+                    raise AugforgeError(
+                        f"class {name}: {n_dropped} of {next_ordinal} draws were near-copies of training images "
+                        f"after {rounds} rounds; the generator memorises this class — do not use it, or lower --copy-quantile"
+                    )
+            if check is not None:
+                dropped[name] = n_dropped
+    finally:
+        bar.close()
+        pool.shutdown()
+    csv = out / "metadata.csv"
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(csv, index=False)
+    info = {
+        "source": source or str(onnx_path), "seed": seed, "counts": dict(plan), "prefix": prefix,
+        "drop_near_copies": drop_near_copies, "dropped_near_copies": dropped,
+        "copy_quantile": copy_quantile if drop_near_copies else None,
+        "model": {k: gen.metadata.get(k) for k in ("generator", "dataset", "training_run_id", "image_size", "class_names", "step")},
+    }
+    (out / "generation.json").write_text(json.dumps(info, indent=2) + "\n")
+    return GenerateResult(out, csv, dict(plan), dropped, time.perf_counter() - t0)
+
+
+def _write_png(img: np.ndarray, path: Path) -> None:
+    Image.fromarray(img).save(path, format="PNG")
+
+
+@click.command("generate")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="An ONNX file written by `augforge export`.")
+@click.option("--model", "model_uri", help="A registered model, e.g. models:/augforge-synthetic-lesions@champion.")
+@click.option("--per-class", type=int, default=None, help="Images for every class the generator makes.")
+@click.option("--counts", default=None, help="Images per class, e.g. mel=500,bcc=300.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (images/ + metadata.csv).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same files.")
+@click.option("--drop-near-copies", is_flag=True, help="Drop (and replace) images closer to a training image than real new lesions are.")
+@click.option("--train-data", default=None, metavar="NAME[:ROOT]",
+              help="Training data for --drop-near-copies (default: the dataset recorded in the model).")
+@click.option("--copy-quantile", default=0.01, show_default=True, type=float,
+              help="Near-copy threshold: this quantile of real held-out lesions' distance to the training set.")
+@click.option("--prefix", default="SYN", show_default=True, help="image_id prefix (ids are PREFIX_SEED_NNNNNNN).")
+@click.option("--overwrite", is_flag=True, help="Replace the images and metadata in a non-empty --out folder.")
+@click.option("--tracking-uri", default="", help="MLflow tracking URI for --model (default: MLFLOW_TRACKING_URI or mlruns/mlflow.db).")
+def generate_command(onnx_path, model_uri, per_class, counts, out, seed, drop_near_copies, train_data, copy_quantile, prefix,
+                     overwrite, tracking_uri):
+    """Write synthetic images as PNGs plus a HAM10000-style metadata.csv (reproducible by --seed)."""
+    from augforge.runtime import RuntimeModelError
+
+    if bool(onnx_path) == bool(model_uri):
+        raise click.UsageError("give exactly one of --onnx FILE or --model models:/NAME@ALIAS")
+    if (per_class is None) == (counts is None):
+        raise click.UsageError("give exactly one of --per-class N or --counts mel=500,bcc=300")
+    if train_data and not drop_near_copies:
+        raise click.UsageError("--train-data is used only with --drop-near-copies")
+    if model_uri:
+        from augforge.export import resolve_onnx
+
+        path = resolve_onnx(model_uri, tracking_uri or None)
+    else:
+        path = Path(onnx_path)
+    try:
+        result = generate_images(
+            path, out, counts=parse_counts(counts) if counts else None, per_class=per_class, seed=seed,
+            drop_near_copies=drop_near_copies, train_data=train_data, copy_quantile=copy_quantile, prefix=prefix,
+            overwrite=overwrite, source=model_uri or str(path),
+        )
+    except RuntimeModelError as exc:
+        raise AugforgeError(str(exc)) from None
+    per = ", ".join(f"{k}={v}" for k, v in result.counts.items())
+    click.echo(f"wrote {result.n_images} images ({per}) to {result.out / 'images'} in {result.seconds:.1f} s "
+               f"({result.n_images / max(result.seconds, 1e-9):.0f} images/s)")
+    if result.dropped:
+        click.echo("dropped near-copies (replaced): " + ", ".join(f"{k}={v}" for k, v in result.dropped.items()))
+    click.echo(f"metadata: {result.metadata_csv}")

@@ -1,0 +1,210 @@
+"""ONNX export: the file's contract, the parity check that refuses bad files, EMA weights,
+and the model registry round trip (models:/NAME@champion -> the same file)."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from augforge import export as export_mod
+from augforge.checkpoint import save_checkpoint
+from augforge.config import RunConfig
+from augforge.export import ExportError, export_checkpoint, export_onnx, read_metadata, register_onnx, resolve_onnx
+from augforge.interfaces import Generator
+
+CLASSES = ["nv", "mel"]
+
+
+def _fake(fakes, num_classes=2, seed=0):
+    from augforge import registry
+
+    torch.manual_seed(seed)
+    return registry.build("generator", "fake", image_size=16, num_classes=num_classes, latent_dim=8).eval()
+
+
+def _run(path, z, label=None):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {"z": z} if label is None else {"z": z, "label": label}
+    return sess.run(["image"], feeds)[0]
+
+
+def test_conditional_contract(fakes, tmp_path):
+    g = _fake(fakes)
+    path = export_onnx(g, tmp_path / "g.onnx", {"class_names": CLASSES, "training_run_id": "r1", "dataset": "fake-blobs"})
+    assert list(tmp_path.iterdir()) == [path]  # one self-contained file, no external data
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ins = {i.name: i for i in sess.get_inputs()}
+    assert set(ins) == {"z", "label"}
+    assert ins["z"].type == "tensor(float)" and ins["z"].shape[1] == 8 and isinstance(ins["z"].shape[0], str)
+    assert ins["label"].type == "tensor(int64)" and isinstance(ins["label"].shape[0], str)
+    out = sess.get_outputs()[0]
+    assert out.name == "image" and out.type == "tensor(float)" and out.shape[1:] == [3, 16, 16]
+    meta = read_metadata(path)
+    assert json.loads(meta["class_names"]) == CLASSES
+    assert meta["latent_dim"] == "8" and meta["image_size"] == "16" and meta["value_range"] == "[-1, 1]"
+    assert meta["training_run_id"] == "r1" and meta["dataset"] == "fake-blobs" and meta["conditional"] == "true"
+    assert meta["augforge_version"] and meta["format"] == export_mod.FORMAT
+    for batch in (1, 5, 33):  # dynamic batch
+        z = np.random.default_rng(batch).standard_normal((batch, 8)).astype(np.float32)
+        y = np.arange(batch, dtype=np.int64) % 2
+        got = _run(path, z, y)
+        with torch.no_grad():
+            ref = g(torch.from_numpy(z), torch.from_numpy(y)).numpy()
+        assert got.shape == (batch, 3, 16, 16)
+        assert np.abs(got - ref).max() <= 1e-4
+        assert got.min() >= -1 and got.max() <= 1
+
+
+def test_uint8_and_unconditional(fakes, tmp_path):
+    g = _fake(fakes)
+    f = export_onnx(g, tmp_path / "f.onnx", {"class_names": CLASSES})
+    u = export_onnx(g, tmp_path / "u.onnx", {"class_names": CLASSES}, uint8=True)
+    assert read_metadata(u)["output_layout"] == "NHWC uint8" and read_metadata(u)["value_range"] == "[0, 255]"
+    z = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    y = np.array([0, 1, 1, 0], np.int64)
+    img = _run(u, z, y)
+    assert img.dtype == np.uint8 and img.shape == (4, 16, 16, 3)
+    expect = np.round((np.clip(_run(f, z, y), -1, 1) + 1) * 127.5).astype(np.uint8).transpose(0, 2, 3, 1)
+    assert np.abs(img.astype(int) - expect.astype(int)).max() <= 1
+
+    g0 = _fake(fakes, num_classes=0)
+    p0 = export_onnx(g0, tmp_path / "g0.onnx", {"class_names": ["mel"]})
+    sess = ort.InferenceSession(str(p0), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["z"]
+    assert read_metadata(p0)["conditional"] == "false"
+
+
+class _SNGen(Generator):
+    """A generator with a spectral-norm parametrisation, BatchNorm and a transposed conv."""
+
+    name = "sn-test"
+
+    def __init__(self):
+        super().__init__()
+        self.latent_dim, self.num_classes, self.image_size = 6, 3, 8
+        self.embed = nn.Embedding(3, 6)
+        self.fc = nn.utils.parametrizations.spectral_norm(nn.Linear(6, 16 * 4 * 4))
+        self.up = nn.ConvTranspose2d(16, 8, 4, 2, 1)
+        self.bn = nn.BatchNorm2d(8)
+        self.out = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, z, labels=None):
+        h = self.fc(z * self.embed(labels)).view(-1, 16, 4, 4)
+        return torch.tanh(self.out(torch.relu(self.bn(self.up(h)))))
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_both_exporters_handle_spectral_norm(tmp_path, exporter):
+    torch.manual_seed(0)
+    g = _SNGen()
+    g.train()
+    for _ in range(3):  # move the power-iteration vectors and BN statistics away from their init
+        g(torch.randn(4, 6), torch.tensor([0, 1, 2, 0]))
+    g.eval()
+    path = export_onnx(g, tmp_path / "sn.onnx", {"class_names": ["a", "b", "c"]}, exporter=exporter)
+    assert exporter in read_metadata(path)["exporter"]
+    assert g.training is False and nn.utils.parametrize.is_parametrized(g.fc)  # the original is untouched
+    z = torch.randn(7, 6)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    with torch.no_grad():
+        ref = g(z, y).numpy()
+    assert np.abs(_run(path, z.numpy(), y.numpy()) - ref).max() <= 1e-4
+
+
+def test_refuses_to_write_when_parity_fails(fakes, tmp_path, monkeypatch):
+    g = _fake(fakes)
+    target = tmp_path / "g.onnx"
+    target.write_bytes(b"previous file")
+    monkeypatch.setattr(export_mod, "parity_check", lambda *a, **k: 0.5)
+    with pytest.raises(ExportError, match="parity check failed, max abs diff 0.5"):
+        export_onnx(g, target, {"class_names": CLASSES}, exporter="torchscript")
+    assert target.read_bytes() == b"previous file"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.onnx"]  # no temp file left
+    with pytest.raises(ExportError):
+        export_onnx(g, tmp_path / "new.onnx", {"class_names": CLASSES}, exporter="torchscript")
+    assert not (tmp_path / "new.onnx").exists()
+
+
+def test_parity_check_catches_a_wrong_graph(fakes, tmp_path):
+    g = _fake(fakes)
+    path = export_onnx(g, tmp_path / "g.onnx", {"class_names": CLASSES})
+    other = export_mod.export_module(_fake(fakes, seed=1))
+    assert export_mod.parity_check(other, path) > 1e-3
+
+
+def test_class_names_must_match(fakes, tmp_path):
+    with pytest.raises(ExportError, match="2 classes but metadata names 3"):
+        export_onnx(_fake(fakes), tmp_path / "g.onnx", {"class_names": ["a", "b", "c"]})
+
+
+def _checkpoint(fakes, tmp_path, ema=True):
+    g = _fake(fakes, seed=0)
+    g_ema = _fake(fakes, seed=1)
+    cfg = RunConfig()
+    cfg.data.name, cfg.data.image_size = "fake-blobs", 16
+    state = {
+        "config": cfg.to_dict(), "class_names": CLASSES, "image_size": 16, "latent_dim": 8, "run_id": None, "step": 5,
+        "epoch": 1, "generator": {"name": "fake", "config": g.config, "state": g.state_dict()},
+        "g_ema": g_ema.state_dict() if ema else None,
+    }
+    return save_checkpoint(tmp_path / "ckpt.pt", state), g, g_ema
+
+
+def test_export_checkpoint_uses_ema_weights(fakes, tmp_path):
+    path, g, g_ema = _checkpoint(fakes, tmp_path)
+    out = export_checkpoint(path, tmp_path / "ema.onnx")
+    raw = export_checkpoint(path, tmp_path / "raw.onnx", ema=False)
+    z = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
+    y = np.array([0, 1, 0], np.int64)
+    with torch.no_grad():
+        want_ema = g_ema(torch.from_numpy(z), torch.from_numpy(y)).numpy()
+        want_raw = g(torch.from_numpy(z), torch.from_numpy(y)).numpy()
+    assert np.abs(_run(out, z, y) - want_ema).max() <= 1e-4
+    assert np.abs(_run(raw, z, y) - want_raw).max() <= 1e-4
+    meta = read_metadata(out)
+    assert meta["ema"] == "true" and read_metadata(raw)["ema"] == "false"
+    assert meta["step"] == "5" and meta["dataset"] == "fake-blobs"
+    assert "tracking" not in json.loads(meta["config"])  # a tracking URI may hold credentials
+
+
+def test_cli_export_and_registry_round_trip(fakes, tmp_path, monkeypatch, capsys):
+    from augforge.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    path, _, _ = _checkpoint(fakes, tmp_path)
+    main(["export", "--checkpoint", str(path), "--out", "gen.onnx", "--register", "augforge-test"])
+    out = capsys.readouterr().out
+    assert "parity check passed" in out and "alias @champion" in out
+    local = resolve_onnx("models:/augforge-test@champion")
+    assert local.suffix == ".onnx"
+    assert read_metadata(local) == read_metadata(tmp_path / "gen.onnx")
+    assert resolve_onnx("models:/augforge-test@champion") == local  # cached, not downloaded again
+    mv = export_mod.model_version("models:/augforge-test@champion")
+    assert mv.aliases == ["champion"] and mv.tags["augforge.dataset"] == "fake-blobs"
+    # a second registration moves the alias
+    mv2 = register_onnx(tmp_path / "gen.onnx", "augforge-test")
+    assert export_mod.model_version("models:/augforge-test@champion").version == mv2.version != mv.version
+
+    import mlflow.pyfunc  # the registered model also serves through MLflow's pyfunc flavour
+
+    model = mlflow.pyfunc.load_model("models:/augforge-test@champion")
+    pred = model.predict({"z": np.zeros((2, 8), np.float32), "label": np.array([0, 1], np.int64)})
+    assert pred["image"].shape == (2, 3, 16, 16)
+
+
+def test_cli_export_errors(fakes, tmp_path, capsys):
+    from augforge.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["export", "--out", str(tmp_path / "x.onnx")])
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--model", "models:/nope@champion", "--out", str(tmp_path / "x.onnx")])
+    assert exc.value.code == 2
+    assert "cannot resolve models:/nope@champion" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()

@@ -1,0 +1,132 @@
+"""augforge generate: PNGs + HAM10000-style metadata.csv, reproducible by seed, near-copy dropping."""
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from augforge import generate as generate_mod
+from augforge.cli import main
+from augforge.runtime import SyntheticLesions
+
+HAM_COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
+
+
+@pytest.fixture
+def onnx_file(fakes, tmp_path):
+    import torch
+
+    from augforge import registry
+    from augforge.config import RunConfig
+    from augforge.export import export_onnx
+
+    torch.manual_seed(0)
+    g = registry.build("generator", "fake", image_size=16, num_classes=2, latent_dim=8)
+    cfg = RunConfig()
+    cfg.data.name, cfg.data.image_size = "fake-blobs", 16
+    cfg.dataset = {"n_per_class": 24, "size": 16}
+    meta = {"class_names": ["nv", "mel"], "dataset": "fake-blobs", "config": {k: v for k, v in cfg.to_dict().items() if k != "tracking"}}
+    return export_onnx(g, tmp_path / "g.onnx", meta, exporter="torchscript")
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(folder).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_writes_ham10000_layout_reproducibly(onnx_file, tmp_path, capsys):
+    main(["generate", "--onnx", str(onnx_file), "--counts", "mel=70,nv=3", "--out", str(tmp_path / "a"), "--seed", "5"])
+    assert "wrote 73 images (mel=70, nv=3)" in capsys.readouterr().out
+    main(["generate", "--onnx", str(onnx_file), "--counts", "mel=70,nv=3", "--out", str(tmp_path / "b"), "--seed", "5"])
+    main(["generate", "--onnx", str(onnx_file), "--counts", "mel=70,nv=3", "--out", str(tmp_path / "c"), "--seed", "6"])
+    a, b, c = (tmp_path / x for x in "abc")
+    assert _digest(a) == _digest(b)  # same seed: byte-identical files
+    assert _digest(a) != _digest(c)
+
+    meta = pd.read_csv(a / "metadata.csv")
+    assert list(meta.columns) == HAM_COLUMNS
+    assert meta["dx"].value_counts().to_dict() == {"mel": 70, "nv": 3}
+    assert (meta["dx_type"] == "synthetic").all() and meta["age"].isna().all()
+    assert (meta["sex"] == "unknown").all() and (meta["localization"] == "unknown").all()
+    assert meta["image_id"].is_unique and meta["lesion_id"].is_unique
+    for image_id in meta["image_id"]:
+        with Image.open(a / "images" / f"{image_id}.png") as im:
+            assert im.mode == "RGB" and im.size == (16, 16)
+    info = json.loads((a / "generation.json").read_text())
+    assert info["seed"] == 5 and info["counts"] == {"mel": 70, "nv": 3}
+
+    # the same images as the runtime sampler with the same seed
+    ds = SyntheticLesions(onnx_file, counts={"mel": 70, "nv": 3}, seed=5)
+    first = np.asarray(Image.open(a / "images" / f"{meta['image_id'][0]}.png"))
+    assert np.array_equal(first, ds[0][0])
+
+
+def test_existing_ham10000_code_reads_it(onnx_file, tmp_path):
+    from augforge import registry
+
+    generate_mod.generate_images(onnx_file, tmp_path / "syn", per_class=4, seed=0, progress=False)
+    ds = registry.build("dataset", "ham10000", root=str(tmp_path / "syn" / "metadata.csv"))
+    rec = ds.records()
+    assert len(rec) == 8 and sorted(rec["label"].unique()) == ["mel", "nv"]
+    assert ds.load_image(rec.iloc[0]).shape == (16, 16, 3)
+
+
+def test_errors(onnx_file, tmp_path, capsys):
+    out = str(tmp_path / "x")
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--onnx", str(onnx_file), "--counts", "melanoma=3", "--out", out])
+    assert exc.value.code == 2 and "unknown class 'melanoma'; this generator makes: nv, mel" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--onnx", str(onnx_file), "--counts", "mel=3", "--per-class", "2", "--out", out])
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--onnx", str(onnx_file), "--counts", "mel=lots", "--out", out])
+    assert "expected CLASS=N" in capsys.readouterr().err
+    main(["generate", "--onnx", str(onnx_file), "--per-class", "1", "--out", out])
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--onnx", str(onnx_file), "--per-class", "1", "--out", out])
+    assert "not empty" in capsys.readouterr().err
+    main(["generate", "--onnx", str(onnx_file), "--per-class", "2", "--out", out, "--overwrite"])
+    assert len(pd.read_csv(tmp_path / "x" / "metadata.csv")) == 4
+
+
+def test_drop_near_copies_replaces_flagged_images(onnx_file, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_check(onnx_path, metadata, train_data, quantile):
+        def check(images):
+            calls.append(len(images))
+            flags = np.zeros(len(images), bool)
+            if len(calls) == 1:
+                flags[:3] = True  # the first three draws are "copies"
+            return flags
+        return check
+
+    monkeypatch.setattr(generate_mod, "_near_copy_check", fake_check)
+    res = generate_mod.generate_images(onnx_file, tmp_path / "d", counts={"mel": 10}, seed=0, drop_near_copies=True,
+                                       progress=False)
+    assert res.counts == {"mel": 10} and res.dropped == {"mel": 3}
+    assert calls == [10, 3]  # three replacements drawn
+    assert len(pd.read_csv(tmp_path / "d" / "metadata.csv")) == 10
+    plain = SyntheticLesions(onnx_file, counts={"mel": 13}, seed=0)
+    kept = np.asarray(Image.open(sorted((tmp_path / "d" / "images").iterdir())[0]))
+    assert np.array_equal(kept, plain[3][0])  # draws 0-2 dropped, draw 3 is the first kept
+
+
+def test_drop_near_copies_on_real_training_data(onnx_file, tmp_path):
+    """The real check: the training split rebuilt from the model's metadata (fake-blobs)."""
+    res = generate_mod.generate_images(onnx_file, tmp_path / "r", per_class=5, seed=0, drop_near_copies=True,
+                                       progress=False)
+    assert res.n_images == 10 and set(res.dropped) == {"nv", "mel"}
+
+
+def test_drop_near_copies_gives_up_on_a_memorising_model(onnx_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(generate_mod, "_near_copy_check", lambda *a: (lambda images: np.ones(len(images), bool)))
+    with pytest.raises(Exception, match="memorises this class"):
+        generate_mod.generate_images(onnx_file, tmp_path / "m", counts={"mel": 2}, drop_near_copies=True, progress=False)

@@ -1,0 +1,166 @@
+"""augforge.runtime: torch-free, map-style, deterministic, clear errors, mixing at a ratio."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+
+from augforge.runtime import CHUNK, RuntimeModelError, SyntheticLesions, mix
+
+CLASSES = ["nv", "mel", "bcc"]
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+    """A conditional (3 classes) and an unconditional fake generator, exported once."""
+    import torch
+
+    from augforge import plugins, registry, testing
+    from augforge.export import export_onnx
+
+    plugins.register(testing, name="augforge.testing")
+    try:
+        out = tmp_path_factory.mktemp("onnx")
+        torch.manual_seed(0)
+        g = registry.build("generator", "fake", image_size=16, num_classes=3, latent_dim=8)
+        g0 = registry.build("generator", "fake", image_size=16, num_classes=0, latent_dim=8)
+        files = {
+            "cond": export_onnx(g, out / "cond.onnx", {"class_names": CLASSES, "dataset": "fake-blobs"}),
+            "uint8": export_onnx(g, out / "u8.onnx", {"class_names": CLASSES}, uint8=True),
+            "uncond": export_onnx(g0, out / "uncond.onnx", {"class_names": ["mel"]}),
+        }
+        plain = onnx.helper.make_model(onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["z"], ["image"])], "plain",
+            [onnx.helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [None, 8])],
+            [onnx.helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [None, 8])],
+        ), opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+        onnx.save(plain, out / "plain.onnx")
+        files["plain"] = out / "plain.onnx"
+        yield files
+    finally:
+        plugins.get_plugin_manager().unregister(name="augforge.testing")
+        plugins.reset()
+
+
+def test_import_does_not_pull_in_torch(onnx_files):
+    code = textwrap.dedent(f"""
+        import sys
+        import augforge.runtime as rt
+        assert "torch" not in sys.modules, "import"
+        ds = rt.SyntheticLesions({str(onnx_files['cond'])!r}, per_class=2, seed=0)
+        image, label = ds[0]
+        list(ds)
+        rt.mix([(image, 0)] * 4, ds, 0.5, seed=0)[0]
+        bad = [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+        assert not bad, bad[:5]
+        print("ok", image.shape)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "ok (16, 16, 3)" in res.stdout
+
+
+def test_items_labels_and_order(onnx_files):
+    ds = SyntheticLesions(onnx_files["cond"], counts={"mel": 70, "bcc": 3}, seed=1)
+    assert len(ds) == 73 and ds.class_names == CLASSES and ds.counts == {"mel": 70, "bcc": 3}
+    image, label = ds[0]
+    assert image.dtype == np.uint8 and image.shape == (16, 16, 3)
+    assert label == 1 and ds[72][1] == 2  # class index in class_names; items ordered as given
+    assert [lbl for _, lbl in ds] == [1] * 70 + [2] * 3
+    assert ds[-1][1] == 2
+    with pytest.raises(IndexError, match="out of range for 73"):
+        ds[73]
+    assert len(list(iter(ds))) == 73
+    batches = list(ds.batches(32))
+    assert [len(b[0]) for b in batches] == [32, 32, 9]
+    assert np.array_equal(batches[0][0][5], ds[5][0])
+
+
+def test_deterministic_by_seed_whatever_the_access_order(onnx_files):
+    a = SyntheticLesions(onnx_files["cond"], per_class=CHUNK + 5, seed=7)
+    b = SyntheticLesions(onnx_files["cond"], per_class=CHUNK + 5, seed=7)
+    order = np.random.default_rng(0).permutation(len(a))[:40]
+    for i in order:
+        assert np.array_equal(a[int(i)][0], b[int(i)][0])
+    c = SyntheticLesions(onnx_files["cond"], per_class=CHUNK + 5, seed=8)
+    assert not np.array_equal(a[0][0], c[0][0])
+    # the first N images of a class do not depend on the other classes' counts
+    d = SyntheticLesions(onnx_files["cond"], counts={"bcc": 3, "nv": 2}, seed=7)
+    assert np.array_equal(d[0][0], a[2 * (CHUNK + 5)][0]) and np.array_equal(d[3][0], a[0][0])
+
+
+def test_dataloader_workers_see_the_same_items(onnx_files):
+    import torch
+
+    ds = SyntheticLesions(onnx_files["cond"], per_class=6, seed=3, output="float")
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)
+    x = torch.cat([b[0] for b in loader])
+    y = torch.cat([b[1] for b in loader])
+    assert x.shape == (18, 3, 16, 16) and x.dtype == torch.float32
+    assert float(x.min()) >= -1 and float(x.max()) <= 1
+    assert np.allclose(x[7].numpy(), ds[7][0]) and y.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+
+
+def test_transform_and_uint8_model(onnx_files):
+    f = SyntheticLesions(onnx_files["cond"], per_class=2, seed=0, transform=lambda im: im[:8])
+    assert f[0][0].shape == (8, 16, 3)
+    u = SyntheticLesions(onnx_files["uint8"], per_class=2, seed=0)
+    c = SyntheticLesions(onnx_files["cond"], per_class=2, seed=0)
+    assert np.abs(u[3][0].astype(int) - c[3][0].astype(int)).max() <= 1  # same model, uint8 head
+
+
+def test_unconditional_model(onnx_files):
+    ds = SyntheticLesions(onnx_files["uncond"], per_class=3, seed=0)
+    assert ds.class_names == ["mel"] and len(ds) == 3 and ds[0][1] == 0
+    with pytest.raises(RuntimeModelError, match="makes only: mel"):
+        SyntheticLesions(onnx_files["uncond"], counts={"bcc": 1})
+
+
+def test_clear_errors(onnx_files):
+    with pytest.raises(RuntimeModelError, match="unknown class 'melanoma'; this generator makes: nv, mel, bcc"):
+        SyntheticLesions(onnx_files["cond"], counts={"melanoma": 5})
+    with pytest.raises(RuntimeModelError, match="no augforge metadata"):
+        SyntheticLesions(onnx_files["plain"], per_class=1)
+    with pytest.raises(RuntimeModelError, match="does not exist"):
+        SyntheticLesions("nowhere.onnx", per_class=1)
+    with pytest.raises(RuntimeModelError, match="cannot load"):
+        SyntheticLesions(__file__, per_class=1)
+    with pytest.raises(RuntimeModelError, match="exactly one of"):
+        SyntheticLesions(onnx_files["cond"])
+    with pytest.raises(RuntimeModelError, match="integer >= 0"):
+        SyntheticLesions(onnx_files["cond"], counts={"mel": -1})
+    with pytest.raises(RuntimeModelError, match="output must be"):
+        SyntheticLesions(onnx_files["cond"], per_class=1, output="png")
+    gen = SyntheticLesions(onnx_files["cond"], per_class=1).generator
+    z = np.zeros((1, 8), np.float32)
+    with pytest.raises(RuntimeModelError, match="label 3 out of range; valid labels: 0=nv, 1=mel, 2=bcc"):
+        gen.sample([3], z)
+    with pytest.raises(RuntimeModelError, match="label -1 out of range"):
+        gen.sample([-1], z)
+    with pytest.raises(RuntimeModelError, match=r"z must be float32 \[n, 8\]"):
+        gen.sample([0], np.zeros((1, 5), np.float32))
+    with pytest.raises(RuntimeModelError, match="label_map lacks class"):
+        SyntheticLesions(onnx_files["cond"], per_class=1, label_map={"mel": 0})
+
+
+def test_mix_at_a_ratio(onnx_files):
+    real = [(np.full((16, 16, 3), i, np.uint8), 0) for i in range(20)]
+    synth = SyntheticLesions(onnx_files["cond"], counts={"mel": 10, "bcc": 10}, seed=0,
+                             label_map={"mel": 5, "bcc": 6})
+    m = mix(real, synth, ratio=0.5, seed=1)
+    assert len(m) == 30 and m.n_synthetic == 10
+    flags = [m.is_synthetic(i) for i in range(len(m))]
+    assert sum(flags) == 10 and flags != sorted(flags)  # shuffled in, not appended
+    labels = [m[i][1] for i in range(len(m))]
+    assert sorted(set(labels)) in ([0, 5, 6], [0, 5], [0, 6])
+    assert all(lbl in (5, 6) for lbl, s in zip(labels, flags) if s)
+    again = mix(real, synth, ratio=0.5, seed=1)
+    assert all(np.array_equal(m[i][0], again[i][0]) for i in range(len(m)))
+    assert len(mix(real, synth, ratio=0.0, seed=0)) == 20
+    with pytest.raises(RuntimeModelError, match="needs 40 synthetic items but the sampler holds 20"):
+        mix(real, synth, ratio=2.0)
+    with pytest.raises(RuntimeModelError, match="ratio must be"):
+        mix(real, synth, ratio=-1)
