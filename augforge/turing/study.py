@@ -1,0 +1,500 @@
+"""A Turing-test study on disk: the blinded image folder and the SQLite database.
+
+::
+
+    STUDY/
+      study.sqlite   meta (parameters, hashed admin token), images (the answer key:
+                     id -> origin, class, source), raters, answers. Never served.
+      images/        <id>.png, the only folder the app reads images from
+
+Blinding. Every image, real or generated, goes through the same steps: decode to RGB, centre
+crop, Lanczos resize to ``size`` px, optionally one JPEG round trip at a fixed quality (so both
+groups carry the same compression artefacts), then an *uncompressed* PNG (zlib level 0, no
+ancillary chunks: no EXIF, gamma, dpi or text). An uncompressed PNG's byte size depends only
+on its dimensions, so every file of a study has exactly the same size and the same header
+bytes; a compressed format would leak how compressible each image is, which differs between
+JPEG-born real photos and generator output. Ids are 16 random hex characters, unrelated to the
+origin; files are written in shuffled order with one common modification time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from augforge.errors import ConfigError, DataError
+
+DB_NAME = "study.sqlite"
+IMAGE_DIR = "images"
+ORIGINS = ("real", "generated")
+ANSWERS = ORIGINS
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+ID_RE = re.compile(r"^[0-9a-f]{16}$")
+RATER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,
+    origin TEXT NOT NULL CHECK (origin IN ('real', 'generated')),
+    class TEXT NOT NULL,
+    source TEXT NOT NULL,          -- where the pixels came from (file, dataset id, onnx#index)
+    sha256 TEXT NOT NULL           -- of the served file
+);
+CREATE TABLE IF NOT EXISTS raters (
+    id TEXT PRIMARY KEY,
+    specialty TEXT NOT NULL,
+    years REAL NOT NULL,
+    consented_at TEXT NOT NULL,
+    user_agent TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS answers (
+    id INTEGER PRIMARY KEY,
+    rater TEXT NOT NULL REFERENCES raters(id),
+    image TEXT NOT NULL REFERENCES images(id),
+    answer TEXT NOT NULL CHECK (answer IN ('real', 'generated')),
+    confidence INTEGER NOT NULL CHECK (confidence BETWEEN 1 AND 5),
+    position INTEGER NOT NULL,     -- 1-based place of the image in this rater's order
+    elapsed_ms INTEGER,            -- time on the image as measured by the browser
+    created_at TEXT NOT NULL,
+    UNIQUE (rater, image)
+);
+"""
+
+SPECIALTIES = (
+    "dermatologist",
+    "dermatology resident",
+    "general practitioner",
+    "other physician",
+    "nurse",
+    "medical student",
+    "other",
+)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def hash_token(token: str) -> str:
+    # The token is 32 random bytes, so a plain hash is enough (no password stretching needed).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def connect(path: str | os.PathLike) -> sqlite3.Connection:
+    """A connection in autocommit mode, WAL journal, durable commits, foreign keys on."""
+    con = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    con.row_factory = sqlite3.Row
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")  # every answer is on disk when the 201 goes out
+    con.execute("PRAGMA foreign_keys=ON")
+    con.execute("PRAGMA busy_timeout=30000")
+    return con
+
+
+# --------------------------------------------------------------------------------------------
+# Image sources
+
+
+@dataclass(frozen=True)
+class Item:
+    """One candidate image: its class, lesion group, provenance and a loader for its pixels."""
+
+    label: str
+    group: str
+    source: str
+    load: Callable[[], np.ndarray]
+
+
+def _norm_class(x) -> str:
+    return str(x).strip().lower()
+
+
+def folder_items(root: str | os.PathLike) -> list[Item]:
+    """Images of a folder, labelled by a metadata CSV (image_id + dx) or by class sub-folders.
+
+    Understands ``augforge generate`` output (metadata.csv + PNGs) and HAM10000's own layout
+    (HAM10000_metadata.csv + images/); a ``lesion_id`` column, when present, is the group.
+    """
+    import pandas as pd
+
+    from augforge.imageio import read_rgb
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder of images")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    if not files:
+        raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTS))}) found")
+    csvs = sorted(p for p in root.glob("*.csv") if "metadata" in p.name.lower())
+    items: list[Item] = []
+    if csvs:
+        meta = pd.read_csv(csvs[0], dtype=str, keep_default_na=False)
+        missing = {"image_id", "dx"} - set(meta.columns)
+        if missing:
+            raise DataError(f"{csvs[0]}: needs columns image_id and dx (missing {sorted(missing)})")
+        by_stem: dict[str, list[Path]] = {}
+        for p in files:
+            by_stem.setdefault(p.stem, []).append(p)
+        for i, row in meta.iterrows():
+            paths = by_stem.get(row["image_id"], [])
+            if len(paths) != 1:
+                raise DataError(
+                    f"{csvs[0]} row {i + 2}: image_id {row['image_id']!r} matches "
+                    + (f"{len(paths)} files ({', '.join(map(str, paths))}); ids must name one file" if paths else f"no image file under {root}")
+                )
+            path = paths[0]
+            group = row.get("lesion_id") or row["image_id"]
+            items.append(Item(_norm_class(row["dx"]), group, str(path), lambda p=path: read_rgb(p)))
+        return items
+    for p in files:
+        if p.parent == root:
+            raise DataError(
+                f"{p}: no metadata CSV (image_id, dx) in {root}, so every image must sit in a class sub-folder"
+            )
+        label = _norm_class(p.relative_to(root).parts[0])
+        items.append(Item(label, str(p), str(p), lambda p=p: read_rgb(p)))
+    return items
+
+
+def dataset_items(cfg) -> list[Item]:
+    """Records of a dataset plugin (``cfg.data.name`` with ``cfg.dataset`` kwargs)."""
+    from augforge.data import build_dataset
+
+    dataset = build_dataset(cfg)
+    records = dataset.records()
+    return [
+        Item(_norm_class(r["label"]), str(r["group"]), f"{dataset.name}:{r['image_id']}", lambda r=r: dataset.load_image(r))
+        for _, r in records.iterrows()
+    ]
+
+
+def onnx_items(onnx_path: str | os.PathLike, per_class: int, seed: int, classes: Iterable[str] = ()) -> list[Item]:
+    """``per_class`` images of each of ``classes`` (default: every class) from an exported
+    generator, through the torch-free ``augforge.runtime``."""
+    try:
+        from augforge.runtime import SyntheticLesions
+    except ImportError as exc:
+        raise ConfigError(f"--onnx needs augforge.runtime ({exc}); pass a folder from `augforge generate` instead") from None
+    classes = [_norm_class(c) for c in classes]
+    try:
+        if classes:
+            ds = SyntheticLesions(str(onnx_path), counts={c: per_class for c in classes}, seed=seed)
+        else:
+            ds = SyntheticLesions(str(onnx_path), per_class=per_class, seed=seed)
+    except ValueError as exc:  # the runtime's RuntimeModelError: bad file or unknown class
+        raise DataError(f"{onnx_path}: {exc}") from None
+    names = list(ds.class_names)
+    items = []
+    for i in range(len(ds)):
+        image, label = ds[i]
+        image = np.asarray(image, dtype=np.uint8)
+        items.append(Item(_norm_class(names[int(label)]), f"onnx:{i}", f"{Path(onnx_path).name}#{i}", lambda x=image: x))
+    return items
+
+
+def pick(items: list[Item], classes: list[str], per_class: int, rng: np.random.Generator, what: str) -> list[Item]:
+    """``per_class`` random items of each class, at most one per lesion group while groups last."""
+    out = []
+    for c in classes:
+        pool = [it for it in items if it.label == c]
+        if len(pool) < per_class:
+            raise DataError(f"{what}: class {c!r} has {len(pool)} image(s), --per-class asks for {per_class}")
+        order = rng.permutation(len(pool))
+        seen, first, rest = set(), [], []
+        for i in order:
+            (rest if pool[i].group in seen else first).append(pool[i])
+            seen.add(pool[i].group)
+        out += (first + rest)[:per_class]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+
+
+def encode_png(rgb: np.ndarray, size: int, jpeg_quality: int | None = None) -> bytes:
+    """The one re-encoding every study image goes through (see the module docstring)."""
+    from augforge.data import square_resize
+
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise DataError(f"expected uint8[H, W, 3] RGB pixels, got {rgb.dtype}{list(rgb.shape)}")
+    if rgb.shape[:2] != (size, size):
+        rgb = square_resize(rgb, size)
+    im = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    if jpeg_quality:
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=jpeg_quality, subsampling=0)
+        im = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    out = io.BytesIO()
+    im.save(out, "PNG", compress_level=0)
+    return out.getvalue()
+
+
+def png_chunks(data: bytes) -> list[tuple[str, int]]:
+    """(type, length) of every chunk of a PNG file, for blinding checks."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG file")
+    out, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        out.append((data[pos + 4 : pos + 8].decode("latin-1"), length))
+        pos += 12 + length
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Creating a study
+
+
+@dataclass
+class Created:
+    path: Path
+    admin_token: str
+    n_images: int
+    classes: list[str]
+    size: int
+
+
+def create_study(
+    out: str | os.PathLike,
+    real: list[Item],
+    generated: list[Item],
+    *,
+    per_class: int,
+    classes: Iterable[str] = (),
+    seed: int = 0,
+    size: int | None = None,
+    jpeg_quality: int | None = None,
+    title: str = "Real or generated? Skin-lesion images",
+    real_desc: str = "",
+    generated_desc: str = "",
+    progress: Callable[[str], None] | None = None,
+) -> Created:
+    """Pick, blind and write a study; return its admin token (shown once, stored hashed)."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: folder exists and is not empty; choose a new --out folder")
+    have_real = sorted({it.label for it in real})
+    have_gen = sorted({it.label for it in generated})
+    classes = [_norm_class(c) for c in classes] or sorted(set(have_real) & set(have_gen))
+    if not classes:
+        raise DataError(f"no class in common: real images have {have_real}, generated images have {have_gen}")
+    for c in classes:
+        if c not in have_real or c not in have_gen:
+            raise DataError(
+                f"class {c!r} missing from the {'real' if c not in have_real else 'generated'} images; "
+                f"real: {have_real}, generated: {have_gen}"
+            )
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"--classes lists a class twice: {classes}")
+    rng = np.random.default_rng(seed)
+    chosen = [("real", it) for it in pick(real, classes, per_class, rng, "real images")]
+    chosen += [("generated", it) for it in pick(generated, classes, per_class, rng, "generated images")]
+
+    def load(it: Item) -> np.ndarray:
+        img = np.asarray(it.load())
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise DataError(f"{it.source}: expected uint8[H, W, 3] RGB pixels, got {img.dtype}{list(img.shape)}")
+        return img
+
+    # A first pass for the sides only (pixels are not kept: large originals add up).
+    sides = [min(load(it).shape[:2]) for _, it in chosen]
+    # Default size: the smallest side among the chosen images, so no image is ever upscaled.
+    size = size or min(sides)
+    small = sorted({o for (o, _), side in zip(chosen, sides) if side < size})
+    if small and progress:
+        progress(f"warning: some {' and '.join(small)} images are smaller than {size} px and are upscaled")
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / IMAGE_DIR).mkdir()
+    token = secrets.token_urlsafe(32)
+    ids: set[str] = set()
+    rows = []
+    for i in rng.permutation(len(chosen)):  # write (and insert) in shuffled order
+        origin, it = chosen[i]
+        while (image_id := secrets.token_hex(8)) in ids:
+            pass
+        ids.add(image_id)
+        data = encode_png(load(it), size, jpeg_quality)
+        (out / IMAGE_DIR / f"{image_id}.png").write_bytes(data)
+        rows.append((image_id, origin, it.label, it.source, hashlib.sha256(data).hexdigest()))
+    stamp = time.time()
+    for image_id in ids:  # one modification time for all: file times must not tell the order
+        os.utime(out / IMAGE_DIR / f"{image_id}.png", (stamp, stamp))
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "title": title,
+        "seed": seed,
+        "size": size,
+        "format": "PNG, uncompressed (zlib level 0), no ancillary chunks",
+        "jpeg_quality": jpeg_quality or "",
+        "per_class": per_class,
+        "classes": json.dumps(classes),
+        "real_source": real_desc,
+        "generated_source": generated_desc,
+        "created_at": now(),
+        "admin_token_sha256": hash_token(token),
+    }
+    con = connect(out / DB_NAME)
+    con.executescript(SCHEMA)
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
+    con.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?)", rows)
+    con.execute("COMMIT")
+    con.close()
+    return Created(out, token, len(rows), classes, size)
+
+
+# --------------------------------------------------------------------------------------------
+# Using a study
+
+
+class StudyError(Exception):
+    """A request the study cannot honour; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def rater_order(image_ids: Iterable[str], rater: str, seed: int) -> list[str]:
+    """This rater's image order: a keyed-hash sort, so it is random per rater, deterministic
+    from (study seed, rater id) and independent of library versions (resume stays stable)."""
+    return sorted(image_ids, key=lambda i: hashlib.sha256(f"{seed}\x1f{rater}\x1f{i}".encode()).digest())
+
+
+class Study:
+    """Thread-safe access to one study folder (one SQLite connection per thread)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        db = self.path / DB_NAME
+        if not db.is_file():
+            raise ConfigError(f"{self.path}: not a study folder (no {DB_NAME}); make one with `augforge turing create`")
+        self._db = db
+        self._local = threading.local()
+        # One writer at a time inside this process: waiting on a lock is cheaper and fairer
+        # than SQLite's busy handler, which sleeps with back-off (latency spikes under load).
+        self._write = threading.Lock()
+        con = self.con
+        self.meta = {r["key"]: r["value"] for r in con.execute("SELECT key, value FROM meta")}
+        self.seed = int(self.meta["seed"])
+        self.title = self.meta["title"]
+        self.image_ids = frozenset(r["id"] for r in con.execute("SELECT id FROM images"))
+        missing = [i for i in self.image_ids if not (self.path / IMAGE_DIR / f"{i}.png").is_file()]
+        if missing:
+            raise DataError(f"{self.path / IMAGE_DIR}: {len(missing)} image file(s) missing, e.g. {missing[0]}.png")
+
+    @property
+    def con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = connect(self._db)
+        return con
+
+    # ---- admin token ----------------------------------------------------------------------
+    def check_token(self, token: str | None) -> bool:
+        return bool(token) and hmac.compare_digest(hash_token(token), self.meta["admin_token_sha256"])
+
+    def rotate_token(self) -> str:
+        token = secrets.token_urlsafe(32)
+        self.con.execute("UPDATE meta SET value = ? WHERE key = 'admin_token_sha256'", (hash_token(token),))
+        self.meta["admin_token_sha256"] = hash_token(token)
+        return token
+
+    # ---- raters ---------------------------------------------------------------------------
+    def rater(self, rater: str) -> sqlite3.Row | None:
+        return self.con.execute("SELECT * FROM raters WHERE id = ?", (rater,)).fetchone()
+
+    def sign_in(self, rater: str, specialty: str, years: float, consent: bool, user_agent: str = "") -> tuple[sqlite3.Row, bool]:
+        """Register a rater, or find them again (resume); returns (row, resumed)."""
+        if not consent:
+            raise StudyError(422, "consent is required to take part: tick the consent box on the first page")
+        if not isinstance(rater, str) or not RATER_RE.match(rater):
+            raise StudyError(
+                422, "rater id must be 1-64 characters: letters, digits and . _ @ - (a pseudonym, not your name)"
+            )
+        if specialty not in SPECIALTIES:
+            raise StudyError(422, f"specialty must be one of: {', '.join(SPECIALTIES)}")
+        if not isinstance(years, (int, float)) or not 0 <= years <= 70:
+            raise StudyError(422, "years of experience must be a number from 0 to 70")
+        with self._write:
+            cur = self.con.execute(
+                "INSERT OR IGNORE INTO raters (id, specialty, years, consented_at, user_agent) VALUES (?, ?, ?, ?, ?)",
+                (rater, specialty, float(years), now(), user_agent[:300]),
+            )
+        return self.rater(rater), cur.rowcount == 0
+
+    def require_rater(self, rater: str | None) -> sqlite3.Row:
+        if not rater:
+            raise StudyError(401, "no rater: sign in first")
+        row = self.rater(rater)
+        if row is None:
+            raise StudyError(404, f"unknown rater {rater!r}: sign in first (POST /api/raters)")
+        return row
+
+    # ---- rating ---------------------------------------------------------------------------
+    def progress(self, rater: str) -> dict:
+        """Next image for this rater and how far they are; the key is not in here."""
+        answered = {r[0] for r in self.con.execute("SELECT image FROM answers WHERE rater = ?", (rater,))}
+        todo = [i for i in rater_order(self.image_ids, rater, self.seed) if i not in answered]
+        total = len(self.image_ids)
+        return {
+            "rater": rater,
+            "answered": total - len(todo),
+            "total": total,
+            "done": not todo,
+            "image": todo[0] if todo else None,
+            "preload": todo[1] if len(todo) > 1 else None,
+        }
+
+    def answer(self, rater: str, image: str, answer: str, confidence: int, elapsed_ms: int | None = None) -> dict:
+        """Store one answer at once (autocommit, WAL, synchronous=FULL)."""
+        self.require_rater(rater)
+        if image not in self.image_ids:
+            raise StudyError(404, f"unknown image id {image!r}: not part of this study")
+        if answer not in ANSWERS:
+            raise StudyError(422, f"answer must be 'real' or 'generated', got {answer!r}")
+        if isinstance(confidence, bool) or not isinstance(confidence, int) or not 1 <= confidence <= 5:
+            raise StudyError(422, f"confidence must be an integer from 1 to 5, got {confidence!r}")
+        if elapsed_ms is not None and (not isinstance(elapsed_ms, int) or elapsed_ms < 0):
+            raise StudyError(422, f"elapsed_ms must be a non-negative integer, got {elapsed_ms!r}")
+        position = rater_order(self.image_ids, rater, self.seed).index(image) + 1
+        try:
+            with self._write:
+                self.con.execute(
+                    "INSERT INTO answers (rater, image, answer, confidence, position, elapsed_ms, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (rater, image, answer, confidence, position, elapsed_ms, now()),
+                )
+        except sqlite3.IntegrityError:
+            raise StudyError(409, f"rater {rater!r} has already answered image {image!r}; answers cannot be changed") from None
+        return self.progress(rater)
+
+    def image_path(self, image: str) -> Path:
+        if image not in self.image_ids:
+            raise StudyError(404, f"unknown image id {image!r}: not part of this study")
+        return self.path / IMAGE_DIR / f"{image}.png"
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
