@@ -37,6 +37,17 @@ def byte_features(data: bytes) -> dict:
     }
 
 
+def compressed_sizes(study: Path) -> dict[str, list[int]]:
+    """Sizes of the study's images re-saved as optimised (compressed) PNGs, by origin."""
+    k = key(study)
+    sizes = {"real": [], "generated": []}
+    for p in (study / st.IMAGE_DIR).iterdir():
+        buf = io.BytesIO()
+        Image.open(p).save(buf, "PNG", optimize=True)
+        sizes[k[p.stem][0]].append(len(buf.getvalue()))
+    return sizes
+
+
 @pytest.fixture
 def folders(tmp_path):
     real = sample.write_real_folder(tmp_path / "real", ("mel", "bcc", "nv"), 12, seed=0)
@@ -79,13 +90,8 @@ def test_study_is_balanced_and_blinded(tmp_path, folders):
 def test_size_check_has_teeth(tmp_path, folders):
     """The same images as *compressed* PNGs would be told apart by file size alone."""
     real, gen = folders
-    created = st.create_study(tmp_path / "study", st.folder_items(real), st.folder_items(gen), per_class=10, seed=3)
-    k = key(created.path)
-    sizes = {"real": [], "generated": []}
-    for p in (created.path / st.IMAGE_DIR).iterdir():
-        buf = io.BytesIO()
-        Image.open(p).save(buf, "PNG", optimize=True)
-        sizes[k[p.stem][0]].append(len(buf.getvalue()))
+    created = st.create_study(tmp_path / "study", st.folder_items(real), st.folder_items(gen), per_class=12, seed=3)
+    sizes = compressed_sizes(created.path)
     assert ks_2samp(sizes["real"], sizes["generated"]).pvalue < 0.01
 
 
@@ -117,7 +123,7 @@ def test_real_images_from_a_dataset_plugin(tmp_path, fakes):
 
 def test_class_subfolders_and_picks_are_seeded(tmp_path):
     root = tmp_path / "byclass"
-    for c in ("mel", "bcc"):
+    for c in ("melanoma", "BCC"):  # folder names go through augforge.data's class synonyms
         (root / c).mkdir(parents=True)
         for i in range(5):
             Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)).save(root / c / f"{i}.png")
@@ -126,6 +132,10 @@ def test_class_subfolders_and_picks_are_seeded(tmp_path):
     a = st.pick(items, ["mel"], 3, np.random.default_rng(7), "x")
     b = st.pick(items, ["mel"], 3, np.random.default_rng(7), "x")
     assert [i.source for i in a] == [i.source for i in b]
+    (root / "freckle").mkdir()
+    Image.new("RGB", (8, 8)).save(root / "freckle" / "x.png")
+    with pytest.raises(DataError, match="unknown class 'freckle'; valid: nv, mel"):
+        st.folder_items(root)
 
 
 def test_bad_inputs_fail_with_clear_messages(tmp_path, folders):
@@ -209,3 +219,5 @@ def test_blinding_on_real_ham_images(tmp_path, shared_ham):
         sizes[k[p.stem][0]].append(p.stat().st_size)
         assert byte_features(p.read_bytes())["chunk_types"] == ("IHDR", "IDAT", "IEND")
     assert ks_2samp(sizes["real"], sizes["generated"]).statistic == 0.0
+    compressed = compressed_sizes(created.path)  # what a compressed format would have leaked
+    assert ks_2samp(compressed["real"], compressed["generated"]).pvalue < 1e-4

@@ -42,7 +42,6 @@ DB_NAME = "study.sqlite"
 IMAGE_DIR = "images"
 ORIGINS = ("real", "generated")
 ANSWERS = ORIGINS
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
 RATER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 SCHEMA_VERSION = 1
@@ -121,8 +120,14 @@ class Item:
     load: Callable[[], np.ndarray]
 
 
-def _norm_class(x) -> str:
-    return str(x).strip().lower()
+def _class(value, where: str) -> str:
+    """The canonical class name (``augforge.data`` vocabulary and synonyms) or a DataError."""
+    from augforge.data import canonical_class, valid_labels_hint
+
+    name = canonical_class(value)
+    if name is None:
+        raise DataError(f"{where}: unknown class {str(value)!r}; {valid_labels_hint()}")
+    return name
 
 
 def folder_items(root: str | os.PathLike) -> list[Item]:
@@ -133,14 +138,14 @@ def folder_items(root: str | os.PathLike) -> list[Item]:
     """
     import pandas as pd
 
-    from augforge.imageio import read_rgb
+    from augforge.imageio import IMAGE_EXTENSIONS, read_rgb
 
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder of images")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not files:
-        raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTS))}) found")
+        raise DataError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
     csvs = sorted(p for p in root.glob("*.csv") if "metadata" in p.name.lower())
     items: list[Item] = []
     if csvs:
@@ -160,14 +165,14 @@ def folder_items(root: str | os.PathLike) -> list[Item]:
                 )
             path = paths[0]
             group = row.get("lesion_id") or row["image_id"]
-            items.append(Item(_norm_class(row["dx"]), group, str(path), lambda p=path: read_rgb(p)))
+            items.append(Item(_class(row["dx"], f"{csvs[0]} row {i + 2}"), group, str(path), lambda p=path: read_rgb(p)))
         return items
     for p in files:
         if p.parent == root:
             raise DataError(
                 f"{p}: no metadata CSV (image_id, dx) in {root}, so every image must sit in a class sub-folder"
             )
-        label = _norm_class(p.relative_to(root).parts[0])
+        label = _class(p.relative_to(root).parts[0], f"{p}: class sub-folder")
         items.append(Item(label, str(p), str(p), lambda p=p: read_rgb(p)))
     return items
 
@@ -179,7 +184,8 @@ def dataset_items(cfg) -> list[Item]:
     dataset = build_dataset(cfg)
     records = dataset.records()
     return [
-        Item(_norm_class(r["label"]), str(r["group"]), f"{dataset.name}:{r['image_id']}", lambda r=r: dataset.load_image(r))
+        Item(_class(r["label"], f"dataset {dataset.name}"), str(r["group"]), f"{dataset.name}:{r['image_id']}",
+             lambda r=r: dataset.load_image(r))
         for _, r in records.iterrows()
     ]
 
@@ -191,7 +197,9 @@ def onnx_items(onnx_path: str | os.PathLike, per_class: int, seed: int, classes:
         from augforge.runtime import SyntheticLesions
     except ImportError as exc:
         raise ConfigError(f"--onnx needs augforge.runtime ({exc}); pass a folder from `augforge generate` instead") from None
-    classes = [_norm_class(c) for c in classes]
+    from augforge.data import parse_classes
+
+    classes = parse_classes(list(classes))
     try:
         if classes:
             ds = SyntheticLesions(str(onnx_path), counts={c: per_class for c in classes}, seed=seed)
@@ -204,7 +212,7 @@ def onnx_items(onnx_path: str | os.PathLike, per_class: int, seed: int, classes:
     for i in range(len(ds)):
         image, label = ds[i]
         image = np.asarray(image, dtype=np.uint8)
-        items.append(Item(_norm_class(names[int(label)]), f"onnx:{i}", f"{Path(onnx_path).name}#{i}", lambda x=image: x))
+        items.append(Item(_class(names[int(label)], str(onnx_path)), f"onnx:{i}", f"{Path(onnx_path).name}#{i}", lambda x=image: x))
     return items
 
 
@@ -291,9 +299,11 @@ def create_study(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: folder exists and is not empty; choose a new --out folder")
+    from augforge.data import parse_classes
+
     have_real = sorted({it.label for it in real})
     have_gen = sorted({it.label for it in generated})
-    classes = [_norm_class(c) for c in classes] or sorted(set(have_real) & set(have_gen))
+    classes = parse_classes(list(classes)) or sorted(set(have_real) & set(have_gen))
     if not classes:
         raise DataError(f"no class in common: real images have {have_real}, generated images have {have_gen}")
     for c in classes:
@@ -302,8 +312,6 @@ def create_study(
                 f"class {c!r} missing from the {'real' if c not in have_real else 'generated'} images; "
                 f"real: {have_real}, generated: {have_gen}"
             )
-    if len(set(classes)) != len(classes):
-        raise ConfigError(f"--classes lists a class twice: {classes}")
     rng = np.random.default_rng(seed)
     chosen = [("real", it) for it in pick(real, classes, per_class, rng, "real images")]
     chosen += [("generated", it) for it in pick(generated, classes, per_class, rng, "generated images")]
