@@ -145,6 +145,17 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path, folders):
         st.create_study(tmp_path / "a", r, g, per_class=2, classes=["nv"])
     with pytest.raises(DataError, match="class 'mel' has 12 image"):
         st.create_study(tmp_path / "b", r, g, per_class=13, classes=["mel"])
+    calls = []
+
+    def flaky():  # decodes in the first pass (sizes), fails while the study is being written
+        calls.append(1)
+        if len(calls) > 1:
+            raise DataError("decoder exploded")
+        return np.zeros((40, 40, 3), np.uint8)
+
+    with pytest.raises(DataError, match="decoder exploded"):
+        st.create_study(tmp_path / "half", r, [st.Item("mel", "g", "bad.png", flaky)], per_class=1, classes=["mel"])
+    assert not (tmp_path / "half").exists() and not list(tmp_path.glob(".half.*"))  # nothing half-written
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
     with pytest.raises(AugforgeError, match="not empty"):

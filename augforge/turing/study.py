@@ -26,7 +26,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -330,9 +332,31 @@ def create_study(
     if small and progress:
         progress(f"warning: some {' and '.join(small)} images are smaller than {size} px and are upscaled")
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / IMAGE_DIR).mkdir()
     token = secrets.token_urlsafe(32)
+    meta = {
+        "schema_version": SCHEMA_VERSION, "title": title, "seed": seed, "size": size,
+        "format": "PNG, uncompressed (zlib level 0), no ancillary chunks", "jpeg_quality": jpeg_quality or "",
+        "per_class": per_class, "classes": json.dumps(classes), "real_source": real_desc,
+        "generated_source": generated_desc, "created_at": now(), "admin_token_sha256": hash_token(token),
+    }
+    # Built next to the target (mode 0700: it holds the key) and renamed at the end, so a
+    # failed run leaves no half-written study behind.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_study(work, chosen, load, rng, size, jpeg_quality, meta)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return Created(out, token, len(chosen), classes, size)
+
+
+def _write_study(out: Path, chosen, load, rng, size: int, jpeg_quality: int | None, meta: dict) -> None:
+    """Blinded images in shuffled order, then the database with the key and ``meta``."""
+    (out / IMAGE_DIR).mkdir()
     ids: set[str] = set()
     rows = []
     for i in rng.permutation(len(chosen)):  # write (and insert) in shuffled order
@@ -346,20 +370,6 @@ def create_study(
     stamp = time.time()
     for image_id in ids:  # one modification time for all: file times must not tell the order
         os.utime(out / IMAGE_DIR / f"{image_id}.png", (stamp, stamp))
-    meta = {
-        "schema_version": SCHEMA_VERSION,
-        "title": title,
-        "seed": seed,
-        "size": size,
-        "format": "PNG, uncompressed (zlib level 0), no ancillary chunks",
-        "jpeg_quality": jpeg_quality or "",
-        "per_class": per_class,
-        "classes": json.dumps(classes),
-        "real_source": real_desc,
-        "generated_source": generated_desc,
-        "created_at": now(),
-        "admin_token_sha256": hash_token(token),
-    }
     con = connect(out / DB_NAME)
     con.executescript(SCHEMA)
     con.execute("BEGIN")
@@ -367,7 +377,6 @@ def create_study(
     con.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?)", rows)
     con.execute("COMMIT")
     con.close()
-    return Created(out, token, len(rows), classes, size)
 
 
 # --------------------------------------------------------------------------------------------
