@@ -104,6 +104,15 @@ def test_isic_2020_diagnosis_and_target(tmp_path):
     assert list(rec["group"]) == list(gt["patient_id"])
 
 
+def test_isic_images_folder_option_resolves_duplicate_copies(tmp_path):
+    make_isic2020(tmp_path)
+    write_image(tmp_path / "jpeg" / "resized" / "ISIC_0000000.jpg")
+    with pytest.raises(DataError, match="found more than once"):
+        registry.build("dataset", "isic", root=str(tmp_path)).records()
+    rec = registry.build("dataset", "isic", root=str(tmp_path), images="jpeg/train").records()
+    assert len(rec) == 12 and all("/jpeg/train/" in s for s in rec["source"])
+
+
 def test_isic_2020_target_only_is_mel_or_unk(tmp_path):
     gt = make_isic2020(tmp_path, with_diagnosis=False)
     rec = registry.build("dataset", "isic", root=str(tmp_path)).records()

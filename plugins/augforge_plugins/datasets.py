@@ -238,16 +238,17 @@ class ISIC(FileDataset):
     ``benign_malignant`` alone names no class and is refused. Groups: ``patient_id`` when
     present (stricter), else ``lesion_id``, else the image; a second CSV in ``root`` with the
     id column and lesion_id/patient_id (e.g. ISIC_2019_Training_Metadata.csv) supplies them.
-    Images are found by id anywhere under ``root``.
+    Images are found by id anywhere under ``root``, or under ``images`` (a sub-folder, e.g.
+    ``jpeg/train``) when copies elsewhere would make an id ambiguous.
     """
 
     name = "isic"
     description = "ISIC archive metadata / 2018-2020 challenge ground-truth CSVs; grouped by patient/lesion"
 
-    def __init__(self, *, root: str, csv: str = "", label_map: dict | None = None, classes=None, max_per_class: int = 0,
-                 seed: int = 0, skip_bad: bool = False):
+    def __init__(self, *, root: str, csv: str = "", images: str = "", label_map: dict | None = None, classes=None,
+                 max_per_class: int = 0, seed: int = 0, skip_bad: bool = False):
         super().__init__(root=root, classes=classes, max_per_class=max_per_class, seed=seed, skip_bad=skip_bad)
-        self.csv = csv
+        self.csv, self.images = csv, images
         self.label_map = dict(label_map or {})
         for value, target in self.label_map.items():
             if canonical_class(target) is None:
@@ -307,6 +308,10 @@ class ISIC(FileDataset):
         df = self._labels(df, csv)
         df = self.drop_duplicate_ids(df, csv, "image_id")
         base = csv.parent if self.root.suffix.lower() == ".csv" else self.root
+        if self.images:
+            base = Path(self.images) if Path(self.images).is_absolute() else base / self.images
+            if not base.is_dir():
+                raise DataError(f"images={self.images!r}: {base} is not a folder")
         df = self.attach_images(df, index_images([base], recursive=True), f"{base} and its sub-folders", csv)
         group = df["image_id"].copy()
         for col in ("lesion_id", "patient_id"):  # later wins: patient beats lesion
