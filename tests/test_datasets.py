@@ -123,7 +123,7 @@ def test_isic_label_map_adds_values(tmp_path):
     meta = make_isic_archive(tmp_path)
     meta.loc[0, "diagnosis"] = "lentigo NOS"
     meta.to_csv(tmp_path / "metadata.csv", index=False)
-    with pytest.raises(DataError, match="unknown label_value 'lentigo NOS'"):
+    with pytest.raises(DataError, match="unknown diagnosis 'lentigo NOS'"):
         registry.build("dataset", "isic", root=str(tmp_path)).records()
     rec = registry.build("dataset", "isic", root=str(tmp_path), label_map={"lentigo NOS": "bkl"}).records()
     assert rec.loc[0, "label"] == "bkl"

@@ -109,14 +109,14 @@ class FileDataset(Dataset):
             drop[pos if not agree else pos[1:]] = True
         return df[~drop]
 
-    def map_labels(self, df: pd.DataFrame, col: str, csv: Path, extra: dict[str, str] | None = None) -> pd.DataFrame:
-        """Map column ``col`` through the vocabulary into ``label``; unknown values are bad rows."""
+    def map_labels(self, df: pd.DataFrame, col: str, csv: Path, extra: dict[str, str] | None = None, shown: str = "") -> pd.DataFrame:
+        """Map column ``col`` (called ``shown`` in messages) into ``label``; unknown values are bad rows."""
         extra = {k.strip().lower(): v for k, v in (extra or {}).items()}
         labels, ok = [], []
         for value, row, image_id in zip(df[col], df["row"], df["image_id"]):
             name = canonical_class(extra[value.strip().lower()]) if value.strip().lower() in extra else canonical_class(value)
             if name is None:
-                what = "empty" if not value else f"unknown {col} {value!r}"
+                what = f"empty {shown or col}" if not value else f"unknown {shown or col} {value!r}"
                 self.bad(csv, row, f"{csv.name} {row} (image {image_id}): {what}", f"{valid_labels_hint()}; fix the value")
             labels.append(name)
             ok.append(name is not None)
@@ -360,7 +360,7 @@ class ISIC(FileDataset):
             value = df[diag_cols[0]]
             for c in diag_cols[1:]:
                 value = value.where(value != "", df[c])
-            df = self.map_labels(df.assign(label_value=value), "label_value", csv, self.label_map)
+            df = self.map_labels(df.assign(label_value=value), "label_value", csv, self.label_map, shown="/".join(diag_cols))
             return self._cross_check(df, csv)
         if "target" in df.columns:
             bad = ~df["target"].isin(["0", "1", "0.0", "1.0"])
