@@ -56,10 +56,11 @@ def tables() -> dict[str, dict[str, Entry]]:
     for kind, hook_name in _HOOKS.items():
         hook = getattr(pm.hook, hook_name)
         for impl in hook.get_hookimpls():
-            if pm.is_blocked(impl.plugin_name):
-                continue
-            classes = impl.function() or []
-            for cls in classes:
+            # Call through pluggy (so AUGFORGE_TRACE_HOOKS sees it), one plugin at a time so
+            # every class is attributed to the plugin and distribution that registered it.
+            others = [p for p in pm.get_plugins() if p is not impl.plugin]
+            results = pm.subset_hook_caller(hook_name, remove_plugins=others)()
+            for cls in (c for r in results for c in (r or [])):
                 _check_class(kind, cls, impl.plugin_name)
                 table = result[kind]
                 if cls.name in table:
