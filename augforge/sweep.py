@@ -200,7 +200,7 @@ def trial_config(study_name: str, number: int, storage: str = DEFAULT_STORAGE) -
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise ConfigError(f"no study {study_name!r} in {storage}; studies there: {', '.join(names) or '(none)'}") from None
+        raise ConfigError(f"no study {study_name!r} in {_redact(storage)}; studies there: {', '.join(names) or '(none)'}") from None
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
         raise ConfigError(f"study {study_name!r} has no trial {number}; trials 0..{max(trials, default=-1)}")

@@ -164,3 +164,22 @@ def test_mix_at_a_ratio(onnx_files):
         mix(real, synth, ratio=2.0)
     with pytest.raises(RuntimeModelError, match="ratio must be"):
         mix(real, synth, ratio=-1)
+
+
+def test_downstream_example_trains_on_mixed_data(onnx_files, tmp_path):
+    """examples/train_downstream.py: albumentations + a tiny CNN on real images mixed with synthetic ones."""
+    import importlib.util
+    from pathlib import Path
+
+    from augforge.generate import generate_images
+
+    real = tmp_path / "real"  # a HAM10000-layout folder standing in for real data
+    generate_images(onnx_files["cond"], real, per_class=10, seed=3, progress=False)
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_downstream.py"
+    spec = importlib.util.spec_from_file_location("train_downstream", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = example.main(["--onnx", str(onnx_files["cond"]), "--real", str(real), "--epochs", "1", "--ratio", "0.5",
+                        "--batch-size", "8"])
+    assert out["n_real"] == 24 and out["n_synthetic"] == 12
+    assert 0.0 <= out["balanced_accuracy"] <= 1.0
