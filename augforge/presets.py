@@ -1,6 +1,101 @@
 """Named presets: dotted-key overrides on top of ``RunConfig`` defaults.
 
-Filled in by the training issue: ``paper-a``, ``paper-b``, ``modern``, ``smoke``.
+``augforge train --preset NAME --set key=value`` applies defaults, then the preset, then the
+``--set`` overrides; ``--dry-run`` prints the result. Every key is a ``--set`` key (checked
+by tests/test_models.py), so a preset is just a saved command line.
+
+- ``paper-a`` — paper A (Keras DCGAN, ISIC, one unconditional model per class, 128 px).
+  The paper gives no batch size; its network is the Keras-GAN ``dcgan.py`` template, whose
+  ``train(epochs=..., batch_size=32)`` counts one batch as an "iteration", so 2,000
+  iterations = 2,000 steps of 32 images. One model per class, as the paper:
+  ``--set 'dataset.classes=["mel"]'`` (and again with ``["bcc"]``).
+- ``paper-b`` — paper B (PyTorch cDCGAN, HAM10000, conditional). 100 epochs expressed in
+  steps: the lesion-grouped training split of the full HAM10000 (10,015 images, 80 %) is
+  about 8,000 images, 125 steps of 64 per epoch -> 12,500 steps. The shared 7,511-image
+  sample needs ``--set train.steps=9400`` for the same 100 epochs. Batch 64 is our choice
+  (the paper does not say; 64 is the DCGAN paper's size in PyTorch ports). Image size 64 px
+  (the paper does not say either; its figures are small thumbnails).
+- ``modern`` — the small-data default: SNGAN-style ResNet with projection D, hinge loss,
+  TTUR (D learns 2x faster than G, Heusel et al. 2017), Adam betas (0, 0.999) as in
+  SAGAN/BigGAN, DiffAugment colour+translation+cutout (Zhao et al. 2020), G EMA 0.999 and
+  class-balanced sampling so the rare classes (df, vasc: ~1 % of HAM10000) are seen as often
+  as nv. Sized for a GPU run; it also runs on a CPU at 64 px, slowly.
+- ``smoke`` — a tiny end-to-end run (32 px, narrow SNGAN, 60 steps of 16) that exercises
+  every stage (DiffAugment, EMA, checkpoints, sample grids) in well under 2 minutes on
+  2 CPU cores.
 """
 
-PRESETS: dict[str, dict[str, object]] = {}
+PRESETS: dict[str, dict[str, object]] = {
+    "paper-a": {
+        "model.generator": "dcgan",
+        "model.latent_dim": 100,
+        "model.conditional": False,
+        "data.image_size": 128,
+        "data.drop_framed": True,  # the paper excluded round-framed microscope images
+        "data.drop_marks": True,  # ... and images with ink marks or rulers on the skin
+        "train.loss": "bce",
+        "train.lr_g": 1.5e-4,
+        "train.lr_d": 1.5e-4,
+        "train.beta1": 0.5,
+        "train.beta2": 0.999,
+        "train.eps": 1e-7,  # Keras Adam default epsilon, stated in the paper
+        "train.steps": 2000,
+        "train.batch_size": 32,
+        "train.n_critic": 1,
+    },
+    "paper-b": {
+        "model.generator": "cdcgan",
+        "model.latent_dim": 100,
+        "model.conditional": True,
+        "data.image_size": 64,
+        "train.loss": "bce",
+        "train.gp_weight": 10.0,
+        "train.lr_g": 2e-4,
+        "train.lr_d": 2e-4,
+        "train.beta1": 0.5,
+        "train.beta2": 0.999,
+        "train.eps": 1e-8,
+        "train.steps": 12500,  # 100 epochs of ~8,000 training images at batch 64
+        "train.batch_size": 64,
+        "train.n_critic": 1,
+    },
+    "modern": {
+        "model.generator": "sngan",
+        "model.latent_dim": 128,
+        "model.conditional": True,
+        "data.image_size": 64,
+        "data.balance": True,
+        "train.loss": "hinge",
+        "train.lr_g": 2e-4,
+        "train.lr_d": 4e-4,
+        "train.beta1": 0.0,
+        "train.beta2": 0.999,
+        "train.eps": 1e-8,
+        "train.n_critic": 1,
+        "train.diffaug": "color,translation,cutout",
+        "train.ema_decay": 0.999,
+        "train.steps": 20000,
+        "train.batch_size": 64,
+    },
+    "smoke": {
+        "model.generator": "sngan",
+        "model.latent_dim": 32,
+        "model.conditional": True,
+        "data.image_size": 32,
+        "data.balance": True,
+        "train.loss": "hinge",
+        "train.lr_g": 2e-4,
+        "train.lr_d": 4e-4,
+        "train.beta1": 0.0,
+        "train.beta2": 0.999,
+        "train.diffaug": "color,translation,cutout",
+        "train.ema_decay": 0.99,  # short run: a short EMA horizon (~100 steps)
+        "train.steps": 60,
+        "train.batch_size": 16,
+        "train.checkpoint_every": 20,
+        "train.sample_every": 30,
+        "train.log_every": 5,
+        "generator.channels": 8,
+        "discriminator.channels": 8,
+    },
+}
