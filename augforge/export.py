@@ -364,7 +364,11 @@ def resolve_onnx(source: str | os.PathLike, tracking_uri: str | None = None) -> 
     import mlflow
 
     mv = model_version(source, tracking_uri)
-    dest = _cache_root() / "models" / f"{mv.name}-v{mv.version}"
+    # keyed by what the version points at too: a registry rebuilt from scratch reuses version numbers
+    import hashlib
+
+    tag = hashlib.sha256(f"{mv.source}|{mv.creation_timestamp}".encode()).hexdigest()[:10]
+    dest = _cache_root() / "models" / f"{mv.name}-v{mv.version}-{tag}"
     found = sorted(dest.rglob("*.onnx")) if dest.is_dir() else []
     if not found:
         tmp = Path(tempfile.mkdtemp(dir=_mkdir(dest.parent), prefix=".dl-"))
@@ -413,12 +417,25 @@ def register_onnx(onnx_path: str | os.PathLike, name: str, *, alias: str = DEFAU
     out_shape = (-1, size, size, 3) if uint8 else (-1, 3, size, size)
     signature = ModelSignature(Schema(inputs), Schema([TensorSpec(np.dtype(np.uint8 if uint8 else np.float32), out_shape, "image")]))
     active = mlflow.active_run()
-    ctx = contextlib.nullcontext() if (active and (run_id is None or active.info.run_id == run_id)) else mlflow.start_run(run_id=run_id, nested=bool(active))
-    with ctx:
-        info = mlflow.onnx.log_model(
-            model, name="generator", registered_model_name=name, signature=signature,
-            save_as_external_data=False, metadata=meta, onnx_execution_providers=["CPUExecutionProvider"],
-        )
+    log = lambda: mlflow.onnx.log_model(  # noqa: E731
+        model, name="generator", registered_model_name=name, signature=signature,
+        save_as_external_data=False, metadata=meta, onnx_execution_providers=["CPUExecutionProvider"],
+    )
+    if active is not None and run_id in (None, active.info.run_id):
+        info = log()
+    elif run_id:  # log into that (usually finished) run, then give it back its status
+        status = client.get_run(run_id).info.status
+        with mlflow.start_run(run_id=run_id, nested=active is not None):
+            info = log()
+        client.set_terminated(run_id, status)
+    else:
+        from augforge.tracking import MlflowTracker
+
+        tracker = MlflowTracker(tracking_uri or "", "augforge").start(run_name=f"register-{name}", nested=active is not None)
+        try:
+            info = log()
+        finally:
+            tracker.end()
     version = str(info.registered_model_version)
     version_tags = {f"augforge.{k}": v[:5000] for k, v in meta.items()} | (tags or {})
     for key, value in version_tags.items():

@@ -30,6 +30,7 @@ from augforge.errors import AugforgeError
 
 COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
 MAX_ROUNDS = 10  # rounds of replacement draws for dropped near-copies before giving up
+BLOCK = 1024  # images rendered, checked and written together (bounds memory at any resolution)
 
 
 @dataclass
@@ -101,7 +102,7 @@ def generate_images(
     import pandas as pd
     from tqdm import tqdm
 
-    from augforge.runtime import CHUNK, OnnxGenerator
+    from augforge.runtime import OnnxGenerator
 
     t0 = time.perf_counter()
     gen = OnnxGenerator(onnx_path, threads=threads)
@@ -128,10 +129,8 @@ def generate_images(
             kept, next_ordinal, rounds, n_dropped = 0, 0, 0, 0
             while kept < n:
                 want = n - kept
-                ordinals = np.arange(next_ordinal, next_ordinal + want)
-                next_ordinal += want
-                for start in range(0, want, CHUNK):
-                    ords = ordinals[start : start + CHUNK]
+                for start in range(0, want, BLOCK):  # one near-copy check per block, not per image
+                    ords = np.arange(next_ordinal + start, next_ordinal + min(want, start + BLOCK))
                     images = gen.render(seed, np.full(len(ords), label), ords)
                     if check is not None:
                         keep = ~check(images)
@@ -140,14 +139,15 @@ def generate_images(
                     writes = []
                     for img in images:
                         image_id = f"{prefix}_{seed}_{number:07d}"
-                        number += 1
-                        rows.append({"lesion_id": f"{prefix}L_{seed}_{number - 1:07d}", "image_id": image_id, "dx": name,
+                        rows.append({"lesion_id": f"{prefix}L_{seed}_{number:07d}", "image_id": image_id, "dx": name,
                                      "dx_type": "synthetic", "age": "", "sex": "unknown", "localization": "unknown"})
+                        number += 1
                         writes.append(pool.submit(_write_png, img, images_dir / f"{image_id}.png"))
                     for w in writes:
                         w.result()
                     kept += len(images)
                     bar.update(len(images))
+                next_ordinal += want
                 rounds += 1
                 if kept < n and rounds >= MAX_ROUNDS:
                     raise AugforgeError(

@@ -208,3 +208,19 @@ def test_cli_export_errors(fakes, tmp_path, capsys):
     assert exc.value.code == 2
     assert "cannot resolve models:/nope@champion" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_register_into_a_finished_run_keeps_its_status(fakes, tmp_path):
+    import mlflow
+
+    from augforge.tracking import MlflowTracker
+
+    tracker = MlflowTracker("", "augforge").start(run_name="training")
+    run_id = tracker.run_id
+    tracker.end("KILLED")
+    path = export_onnx(_fake(fakes), tmp_path / "g.onnx", {"class_names": CLASSES, "training_run_id": run_id},
+                       exporter="torchscript")
+    mv = register_onnx(path, "augforge-kept", run_id=run_id)
+    client = mlflow.MlflowClient()
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert mv.run_id == run_id and mv.tags["augforge.training_run_id"] == run_id
