@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from augforge.errors import ConfigError
 from augforge.interfaces import Discriminator, Generator
 from augforge.plugins import hookimpl
 
@@ -39,8 +40,6 @@ def _widths(image_size: int, channels: int) -> list[int]:
     the image, twice that one step further from it, and so on.
     """
     if image_size not in (32, 64, 128):
-        from augforge.errors import ConfigError
-
         raise ConfigError(f"cdcgan: image_size {image_size} not supported; valid: 32, 64, 128")
     sides = [4 * 2**i for i in range(int(math.log2(image_size // 8)) + 1)]  # 4 .. image_size / 2
     return [channels * min(8, image_size // (2 * r)) for r in sides]

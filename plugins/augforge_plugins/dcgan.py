@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augforge.errors import ConfigError
 from augforge.interfaces import Discriminator, Generator
 from augforge.plugins import hookimpl
 
@@ -62,16 +63,12 @@ def _activation(name: str) -> nn.Module:
         return nn.ReLU()
     if name == "leaky_relu":
         return nn.LeakyReLU(0.2)
-    from augforge.errors import ConfigError
-
     raise ConfigError(f"dcgan: unknown activation {name!r}; valid: relu, leaky_relu")
 
 
-def _check_size(family: str, image_size: int) -> None:
+def _check_size(image_size: int) -> None:
     if image_size not in (32, 64, 128):
-        from augforge.errors import ConfigError
-
-        raise ConfigError(f"{family}: image_size {image_size} not supported; valid: 32, 64, 128")
+        raise ConfigError(f"dcgan: image_size {image_size} not supported; valid: 32, 64, 128")
 
 
 class DCGANGenerator(Generator):
@@ -89,7 +86,7 @@ class DCGANGenerator(Generator):
         bn_momentum: float = 0.2,  # PyTorch convention (Keras momentum 0.8)
     ):
         super().__init__()
-        _check_size("dcgan", image_size)
+        _check_size(image_size)
         self.image_size, self.num_classes, self.latent_dim = image_size, num_classes, latent_dim
         c, c2 = channels, channels // 2
         self.dense = nn.Linear(latent_dim + num_classes, 4 * 4 * c)
@@ -141,7 +138,7 @@ class DCGANDiscriminator(Discriminator):
         bn_momentum: float = 0.2,  # PyTorch convention (Keras momentum 0.8)
     ):
         super().__init__()
-        _check_size("dcgan", image_size)
+        _check_size(image_size)
         self.image_size, self.num_classes = image_size, num_classes
         widths = [channels * 2**i for i in range(5)]
         strides = [2, 2, 2, 1, 1]

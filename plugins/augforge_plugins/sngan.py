@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from augforge.errors import ConfigError
 from augforge.interfaces import Discriminator, Generator
 from augforge.plugins import hookimpl
 
@@ -34,8 +35,6 @@ from augforge.plugins import hookimpl
 def _sides(image_size: int) -> list[int]:
     """Feature-map sides between 4x4 and the image: 4, 8, ..., image_size."""
     if image_size not in (32, 64, 128):
-        from augforge.errors import ConfigError
-
         raise ConfigError(f"sngan: image_size {image_size} not supported; valid: 32, 64, 128")
     return [4 * 2**i for i in range(int(math.log2(image_size // 4)) + 1)]
 
