@@ -32,9 +32,8 @@ import numpy as np
 
 from augforge import __version__
 from augforge.errors import AugforgeError
+from augforge.runtime import FORMAT  # the files' format tag; defined in the torch-free runtime, which checks it
 
-#: ``metadata_props["format"]`` of every file this module writes; the runtime checks it
-FORMAT = "augforge-generator/1"
 METADATA_KEYS = (
     "format", "class_names", "num_classes", "conditional", "latent_dim", "image_size", "value_range",
     "output_layout", "training_run_id", "dataset", "dataset_config", "generator", "step", "ema", "checkpoint",

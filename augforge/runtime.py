@@ -1,7 +1,7 @@
 """Torch-free sampling from an exported augforge generator, for downstream training pipelines.
 
-Imports only numpy, onnxruntime and Pillow (never torch, not even indirectly), so it runs in
-any pipeline, including ones built on other frameworks::
+Imports only numpy and onnxruntime (never torch, not even indirectly), so it runs in any
+pipeline, including ones built on other frameworks::
 
     from augforge.runtime import SyntheticLesions, mix
 
@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = "augforge-generator/1"  # same value as augforge.export.FORMAT (kept torch-free here)
+#: ``metadata_props["format"]`` of files written by ``augforge export`` (which imports it from here)
+FORMAT = "augforge-generator/1"
 CHUNK = 64  # images computed per onnxruntime call; fixed so results never depend on batching
 
 

@@ -673,7 +673,8 @@ def _register_champion(st, result: SweepResult, model_name: str, uri: str | None
 @click.option("--eval-every", type=int, default=None, help="Steps between in-training evaluations (what the pruner sees).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (one worker per GPU).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the TPE sampler.")
-@click.option("--pruner", type=click.Choice(["median", "patient", "none"]), default="median", show_default=True)
+@click.option("--pruner", type=click.Choice(["median", "patient", "none"]), default="median", show_default=True,
+              help="median: MedianPruner; patient: the same inside PatientPruner(patience=2), for noisy metrics.")
 @click.option("--startup-trials", type=int, default=None, help="Trials before TPE and the pruner act (default: trials/3, 2..10).")
 @click.option("--warmup-steps", type=int, default=None, help="No pruning before this step (default: 2 x eval-every).")
 @click.option("--register-name", default="", help="Registered model name for the champion (default augforge-DATASET).")

@@ -174,7 +174,7 @@ def test_study_set_up_must_match(fakes, tmp_path, monkeypatch):
     monkeypatch.setattr(augforge.train, "train", _fake_train_factory())
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     kw = dict(dataset="fake-blobs", model="fake", trials=1, objective="kid", storage=storage, study="s",
-              eval_every=10, register=False, out_dir=tmp_path / "runs", echo=lambda s: None)
+              eval_every=10, register=False, plots=False, out_dir=tmp_path / "runs", echo=lambda s: None)
     sweep_mod.run_sweep(overrides=_tiny(), **kw)
     with pytest.raises(ConfigError, match="exists with a different set-up"):
         sweep_mod.run_sweep(overrides=_tiny(**{"train.steps": 80}), **kw)
@@ -197,7 +197,7 @@ def test_dead_workers_trial_is_failed_and_retried(fakes, tmp_path, monkeypatch):
     monkeypatch.setattr(augforge.train, "train", _fake_train_factory())
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     kw = dict(dataset="fake-blobs", model="fake", objective="kid", storage=storage, study="s", eval_every=10,
-              register=False, out_dir=tmp_path / "runs", heartbeat=1, grace=2, echo=lambda s: None)
+              register=False, plots=False, out_dir=tmp_path / "runs", heartbeat=1, grace=2, echo=lambda s: None)
     sweep_mod.run_sweep(overrides=_tiny(), trials=1, **kw)  # sets the study up, runs trial 0
     # a worker that dies inside trial 1: RUNNING, one heartbeat, then silence
     store = sweep_mod.make_storage(storage, heartbeat=1, grace=2)
@@ -219,9 +219,10 @@ def test_real_sweep_on_synthetic_lesions(tmp_path, monkeypatch):
     generated from (CLI, as a user runs it)."""
     monkeypatch.chdir(tmp_path)
     cmd = [sys.executable, "-m", "augforge.cli", "sweep", "--preset", "smoke", "--dataset", "synthetic-lesions",
-           "--model", "sngan", "--trials", "8", "--objective", "kid", "--eval-every", "10", "--startup-trials", "2",
+           "--model", "sngan", "--trials", "8", "--objective", "kid", "--eval-every", "5", "--startup-trials", "2",
            "--warmup-steps", "10", "--set", 'dataset.classes=["nv","mel","bcc"]', "--set", "dataset.n_per_class=24",
-           "--set", "train.steps=30", "--set", "generator.channels=8", "--set", "discriminator.channels=8"]
+           "--set", "train.steps=20", "--set", "train.batch_size=8", "--set", "generator.channels=8",
+           "--set", "discriminator.channels=8"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
@@ -231,14 +232,14 @@ def test_real_sweep_on_synthetic_lesions(tmp_path, monkeypatch):
     states = [t.state.name for t in study.trials]
     assert len(states) >= 8 and "RUNNING" not in states
     assert states.count("PRUNED") >= 1, states
-    parent = [t.user_attrs for t in study.trials][0]
+    first = study.trials[0].user_attrs
     client = mlflow.MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("augforge").experiment_id])
     trial_runs = [r for r in runs if r.data.tags.get("augforge.kind") == "trial"]
     sweep_run = [r for r in runs if r.data.tags.get("augforge.kind") == "sweep"][0]
     assert len(trial_runs) == len(states)
     assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {sweep_run.info.run_id}
-    assert parent["mlflow_run_id"] in {r.info.run_id for r in trial_runs}
+    assert first["mlflow_run_id"] in {r.info.run_id for r in trial_runs}
 
     from augforge.cli import main
 
