@@ -79,7 +79,8 @@ def test_compose_has_the_team_services():
     assert str(sw["deploy"]["replicas"]).startswith("${SWEEP_WORKERS")
     assert sw["restart"] == "on-failure"  # a finished sweep must not be restarted forever
 
-    assert "augforge turing serve" in command_text(services["turing"])
+    assert 'augforge turing serve "/studies/$$TURING_STUDY"' in command_text(services["turing"])
+    assert any(v.endswith(":/studies") for v in services["turing"]["volumes"])
     assert "--host 0.0.0.0" in command_text(services["turing"])
 
 
