@@ -11,6 +11,14 @@ from the file alone (``load_generator``)::
      "generator": {"name": str, "config": dict, "state": state_dict},
      "discriminator": {...}, "g_ema": state_dict | None,
      "opt_g": ..., "opt_d": ..., "rng": {...}, "extra": {...}}
+
+``rng`` is this process's RNG states as plain data: ``{"torch": ByteTensor, "cuda": ByteTensor |
+None, "numpy": [name, keys list, pos, has_gauss, cached], "python": [version, state list,
+gauss]}``. ``extra`` (written by ``augforge.train``) holds what an exact resume needs beyond
+that: ``pos`` (batches consumed in ``epoch``), ``rng_per_rank`` (every rank's ``rng`` under
+torchrun), ``scaler_g``/``scaler_d`` (fp16 GradScalers), ``history`` (the logged loss
+curves), ``best`` (in-training evaluation: metric, value, step), the open metric windows
+(``window``, ``epoch_acc``), ``world_size`` and ``run_dir``.
 """
 
 from __future__ import annotations

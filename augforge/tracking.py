@@ -23,11 +23,18 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{DEFAULT_HOME.resolve() / 'mlflow.db'}"
 
 
-def default_artifact_location(experiment: str) -> str | None:
-    """Artifacts of the default store live under ``mlruns/artifacts`` (None for a server)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
-    return (DEFAULT_HOME.resolve() / "artifacts" / experiment).as_uri()
+def default_artifact_location(experiment: str, uri: str | None = None) -> str | None:
+    """Where a new experiment keeps its artifacts.
+
+    For a sqlite store (``sqlite:///DIR/NAME.db``, the default ``mlruns/mlflow.db`` included)
+    artifacts go next to the database, under ``DIR/artifacts/<experiment>``, so one folder
+    holds the whole store. For a server or any other store: None (the store decides).
+    """
+    uri = uri if uri is not None else default_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        return (db.resolve().parent / "artifacts" / experiment).as_uri()
+    return None
 
 
 class NullTracker:
@@ -59,11 +66,19 @@ class MlflowTracker(NullTracker):
 
         self.mlflow = mlflow
         self.uri = uri or default_tracking_uri()
+        self.experiment = experiment
         mlflow.set_tracking_uri(self.uri)
-        client = mlflow.MlflowClient()
+        client = mlflow.MlflowClient(self.uri)
+        self.client = client
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
-            exp_id = client.create_experiment(experiment, artifact_location=default_artifact_location(experiment) if not uri else None)
+            try:
+                exp_id = client.create_experiment(experiment, artifact_location=default_artifact_location(experiment, self.uri))
+            except Exception:  # another process created it first (parallel sweep workers)
+                exp = client.get_experiment_by_name(experiment)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
         else:
             exp_id = exp.experiment_id
         self.experiment_id = exp_id
@@ -105,6 +120,28 @@ class MlflowTracker(NullTracker):
     def end(self, status="FINISHED"):
         if self.mlflow.active_run() is not None:
             self.mlflow.end_run(status=status)
+
+
+def code_version() -> dict[str, str]:
+    """Tags naming the code that ran: augforge version, git commit (+ dirty flag) when available."""
+    import subprocess
+
+    from augforge import __version__
+
+    tags = {"augforge_version": __version__}
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0 and commit.stdout.strip():
+            tags["git_commit"] = commit.stdout.strip()
+            dirty = subprocess.run(
+                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, timeout=5,
+            )
+            tags["git_dirty"] = "true" if dirty.stdout.strip() else "false"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return tags
 
 
 def make_tracker(enabled: bool = True, uri: str = "", experiment: str = "augforge") -> NullTracker:

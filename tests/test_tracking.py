@@ -1,0 +1,112 @@
+"""A tiny run leaves an MLflow run with params, tags, metrics and artifacts (read back via MlflowClient)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+
+from augforge.checkpoint import load_checkpoint
+from augforge.config import resolve
+from augforge.tracking import default_tracking_uri
+
+STEP_METRICS = {"loss_g", "loss_d", "d_real", "d_fake", "grad_norm_g", "grad_norm_d", "images_per_s", "data_wait_share"}
+
+
+def artifacts(client, run_id, path=None):
+    out = []
+    for a in client.list_artifacts(run_id, path):
+        out += artifacts(client, run_id, a.path) if a.is_dir else [a.path]
+    return out
+
+
+def test_tracked_run_has_params_tags_metrics_artifacts(tmp_path, fakes):
+    from augforge.train import checkpoint_for_run, train
+
+    cfg = resolve("", {
+        "data.name": "fake-blobs", "model.generator": "fake", "data.image_size": 16, "model.latent_dim": 8,
+        "train.batch_size": 8, "train.steps": 9, "train.checkpoint_every": 5, "train.log_every": 3,
+        "train.out_dir": str(tmp_path / "runs"), "tracking.experiment": "test-exp",
+    })
+    result = train(cfg)
+    assert result.status == "FINISHED" and result.run_id
+    client = mlflow.MlflowClient(default_tracking_uri())
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "test-exp"
+    # params: exactly the --set keys
+    saved = resolve("", {k: v for k, v in run.data.params.items()})  # replays as overrides
+    assert set(run.data.params) == set(cfg.flat())
+    assert saved.train.steps == 9 and saved.model.generator == "fake"
+    tags = run.data.tags
+    assert tags["dataset"] == "fake-blobs" and tags["model"] == "fake" and tags["preset"] == "(none)"
+    assert tags["augforge_version"] and tags["run_dir"] == str(result.run_dir.resolve())
+    # metrics per log step and per epoch
+    assert STEP_METRICS <= set(run.data.metrics)
+    assert [m.step for m in client.get_metric_history(result.run_id, "loss_g")] == [3, 6, 9]
+    assert {"epoch_loss_g", "epoch_loss_d", "epoch"} <= set(run.data.metrics)
+    # artifacts: sample grids, loss curve, config, splits, checkpoint
+    arts = artifacts(client, result.run_id)
+    assert {"config.json", "loss_curve.png", "splits.csv", "checkpoints/last.pt"} <= set(arts)
+    assert any(a.startswith("samples/step_") and a.endswith(".png") for a in arts)
+    # artifacts of a sqlite store live next to the database
+    assert run.info.artifact_uri.startswith((tmp_path / "artifacts").as_uri())
+    # evaluation/export find the checkpoint by run id
+    path = checkpoint_for_run(result.run_id)
+    assert load_checkpoint(path)["step"] == 9
+    with pytest.raises(Exception, match="no best checkpoint"):
+        checkpoint_for_run(result.run_id, best=True)
+
+
+def test_resume_continues_the_same_tracked_run(tmp_path, fakes):
+    from augforge.train import train
+
+    base = {
+        "data.name": "fake-blobs", "model.generator": "fake", "data.image_size": 16, "model.latent_dim": 8,
+        "train.batch_size": 8, "train.checkpoint_every": 2, "train.log_every": 2, "train.out_dir": str(tmp_path / "runs"),
+    }
+    first = train(resolve("", {**base, "train.steps": 4}))
+    again = train(resolve("", {**base, "train.steps": 6}), resume=first.run_dir)
+    assert again.run_id == first.run_id
+    client = mlflow.MlflowClient(default_tracking_uri())
+    run = client.get_run(first.run_id)
+    assert [m.step for m in client.get_metric_history(first.run_id, "loss_d")] == [2, 4, 6]
+    assert run.data.params["train.steps"] == "4" and run.data.tags["resume.train.steps"] == "6"
+    assert run.data.tags["resumed_at_step"] == "4"
+
+
+def _smoke(tmp_path, *extra, threads: str | None = None):
+    env = {**os.environ}
+    if threads:
+        env["OMP_NUM_THREADS"] = threads
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "augforge.cli", "train", "--preset", "smoke", "--out-dir", str(tmp_path / "runs"), *extra],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    client = mlflow.MlflowClient(default_tracking_uri())
+    (exp,) = [e for e in client.search_experiments() if e.name == "augforge"]
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["preset"] == "smoke"
+    assert STEP_METRICS <= set(run.data.metrics)
+    arts = artifacts(client, run.info.run_id)
+    assert any(a.startswith("samples/") for a in arts) and "checkpoints/last.pt" in arts
+    return time.monotonic() - t0
+
+
+def test_smoke_preset_small(tmp_path):
+    """The smoke preset end to end through the CLI, shortened for the fast stage."""
+    _smoke(tmp_path, "--steps", "6", "--set", "train.sample_every=3", "--set", "train.checkpoint_every=3",
+           "--set", "train.log_every=2", "--set", "dataset.n_per_class=12", threads="1")
+
+
+@pytest.mark.slow
+def test_smoke_preset_full(tmp_path):
+    """`augforge train --preset smoke` as documented: finishes well under 2 minutes on 2 CPU cores."""
+    took = _smoke(tmp_path)
+    assert took < 120, f"smoke preset took {took:.0f} s"
