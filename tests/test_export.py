@@ -61,6 +61,7 @@ def test_conditional_contract(fakes, tmp_path):
         assert got.min() >= -1 and got.max() <= 1
 
 
+@pytest.mark.slow
 def test_uint8_and_unconditional(fakes, tmp_path):
     g = _fake(fakes)
     f = export_onnx(g, tmp_path / "f.onnx", {"class_names": CLASSES})
@@ -99,6 +100,7 @@ class _SNGen(Generator):
         return torch.tanh(self.out(torch.relu(self.bn(self.up(h)))))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 def test_both_exporters_handle_spectral_norm(tmp_path, exporter):
     torch.manual_seed(0)
@@ -131,6 +133,7 @@ def test_refuses_to_write_when_parity_fails(fakes, tmp_path, monkeypatch):
     assert not (tmp_path / "new.onnx").exists()
 
 
+@pytest.mark.slow
 def test_parity_check_catches_a_wrong_graph(fakes, tmp_path):
     g = _fake(fakes)
     path = export_onnx(g, tmp_path / "g.onnx", {"class_names": CLASSES})
@@ -156,6 +159,7 @@ def _checkpoint(fakes, tmp_path, ema=True):
     return save_checkpoint(tmp_path / "ckpt.pt", state), g, g_ema
 
 
+@pytest.mark.slow
 def test_export_checkpoint_uses_ema_weights(fakes, tmp_path):
     path, g, g_ema = _checkpoint(fakes, tmp_path)
     out = export_checkpoint(path, tmp_path / "ema.onnx")
@@ -173,6 +177,7 @@ def test_export_checkpoint_uses_ema_weights(fakes, tmp_path):
     assert "tracking" not in json.loads(meta["config"])  # a tracking URI may hold credentials
 
 
+@pytest.mark.slow
 def test_cli_export_and_registry_round_trip(fakes, tmp_path, monkeypatch, capsys):
     from augforge.cli import main
 
@@ -198,6 +203,7 @@ def test_cli_export_and_registry_round_trip(fakes, tmp_path, monkeypatch, capsys
     assert pred["image"].shape == (2, 3, 16, 16)
 
 
+@pytest.mark.slow
 def test_cli_export_errors(fakes, tmp_path, capsys):
     from augforge.cli import main
 
@@ -210,6 +216,7 @@ def test_cli_export_errors(fakes, tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow
 def test_register_into_a_finished_run_keeps_its_status(fakes, tmp_path):
     import mlflow
 

@@ -28,9 +28,9 @@ def onnx_files(tmp_path_factory):
         g = registry.build("generator", "fake", image_size=16, num_classes=3, latent_dim=8)
         g0 = registry.build("generator", "fake", image_size=16, num_classes=0, latent_dim=8)
         files = {
-            "cond": export_onnx(g, out / "cond.onnx", {"class_names": CLASSES, "dataset": "fake-blobs"}),
-            "uint8": export_onnx(g, out / "u8.onnx", {"class_names": CLASSES}, uint8=True),
-            "uncond": export_onnx(g0, out / "uncond.onnx", {"class_names": ["mel"]}),
+            "cond": export_onnx(g, out / "cond.onnx", {"class_names": CLASSES, "dataset": "fake-blobs"}, exporter="torchscript"),
+            "uint8": export_onnx(g, out / "u8.onnx", {"class_names": CLASSES}, uint8=True, exporter="torchscript"),
+            "uncond": export_onnx(g0, out / "uncond.onnx", {"class_names": ["mel"]}, exporter="torchscript"),
         }
         plain = onnx.helper.make_model(onnx.helper.make_graph(
             [onnx.helper.make_node("Identity", ["z"], ["image"])], "plain",
@@ -92,6 +92,7 @@ def test_deterministic_by_seed_whatever_the_access_order(onnx_files):
     assert np.array_equal(d[0][0], a[2 * (CHUNK + 5)][0]) and np.array_equal(d[3][0], a[0][0])
 
 
+@pytest.mark.slow
 def test_dataloader_workers_see_the_same_items(onnx_files):
     import torch
 
@@ -166,6 +167,7 @@ def test_mix_at_a_ratio(onnx_files):
         mix(real, synth, ratio=-1)
 
 
+@pytest.mark.slow
 def test_downstream_example_trains_on_mixed_data(onnx_files, tmp_path):
     """examples/train_downstream.py: albumentations + a tiny CNN on real images mixed with synthetic ones."""
     import importlib.util

@@ -103,6 +103,7 @@ def _fake_train_factory(fail_trials=(), calls=None):
     return fake_train
 
 
+@pytest.mark.slow
 def test_sweep_prunes_records_failures_nests_runs_and_registers(fakes, tmp_path, monkeypatch, capsys):
     import augforge.train
 
@@ -168,6 +169,7 @@ def test_sweep_prunes_records_failures_nests_runs_and_registers(fakes, tmp_path,
     assert resolve("", sets).train.lr_g == best["train.lr_g"]
 
 
+@pytest.mark.slow
 def test_study_set_up_must_match(fakes, tmp_path, monkeypatch):
     import augforge.train
 
@@ -186,6 +188,7 @@ def test_study_set_up_must_match(fakes, tmp_path, monkeypatch):
         sweep_mod.parse_trial_ref("s-3")
 
 
+@pytest.mark.slow
 def test_dead_workers_trial_is_failed_and_retried(fakes, tmp_path, monkeypatch):
     """A trial left RUNNING by a dead worker: after the grace period the next worker fails it,
     queues a retry (linked by retried_trial_number) and runs that retry itself."""
@@ -214,6 +217,7 @@ def test_dead_workers_trial_is_failed_and_retried(fakes, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_real_sweep_on_synthetic_lesions(tmp_path, monkeypatch):
     """Must-show: >= 8 short real trials with pruning, nested runs, champion registered, exported,
     generated from (CLI, as a user runs it)."""

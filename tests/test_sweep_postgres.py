@@ -19,7 +19,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 WORKER = Path(__file__).with_name("sweep_worker.py")
-TRIALS = 6
+TRIALS = 4
 
 
 def _worker(postgres_url, study, cwd, env, log):
