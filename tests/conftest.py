@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,29 @@ SHARED_HAM = ROOT.parent / "shared" / "data" / "ham10000-200x150"
 torch.set_num_threads(2)
 
 
+def _forget_mlflow_globals() -> None:
+    """``mlflow.set_tracking_uri`` is process-global and beats the environment variable, so a URI
+    set by one test would silently point every later test (and ``models:/`` lookups) at its store."""
+    if "mlflow" not in sys.modules:
+        return
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    registry_utils._registry_uri = None  # set_registry_uri(None) does not clear it
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+
+
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path, monkeypatch):
     """Every test tracks into its own store and cache, never the user's mlruns/."""
+    _forget_mlflow_globals()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("AUGFORGE_CACHE_DIR", str(tmp_path / "cache"))
     yield
+    _forget_mlflow_globals()
 
 
 @pytest.fixture
