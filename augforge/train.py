@@ -732,7 +732,7 @@ def train(
     last_sample = {"step": -10**9}
     win_time = {"start": time.perf_counter(), "data": 0.0, "steps": 0}
     ended_epochs: list[int] = []
-    progress = _Progress(t.steps, step, enabled=dist.main)
+    progress = _Progress(t.steps, step, enabled=dist.main, images_per_step=t.batch_size * dist.world)
 
     def next_batch():
         nonlocal epoch, pos
@@ -1017,8 +1017,8 @@ def _start_tracker(tracker, cfg: RunConfig, run_id: str | None, nested: bool, ta
 class _Progress:
     """tqdm bar on a terminal (step, images/s, losses, ETA); a log line every 30 s otherwise."""
 
-    def __init__(self, total: int, start: int, enabled: bool):
-        self.enabled, self.total, self.start = enabled, total, start
+    def __init__(self, total: int, start: int, enabled: bool, images_per_step: int):
+        self.enabled, self.total, self.start, self.ips = enabled, total, start, images_per_step
         self.t0 = time.perf_counter()
         self.last_line = self.t0
         self.losses = ""
@@ -1034,21 +1034,18 @@ class _Progress:
         if vals is not None:
             d, g = vals[0].item(), vals[1].item()
             self.losses = f"loss_d={d:.3f} loss_g={g:.3f}"
+        now = time.perf_counter()
+        rate = (step - self.start) / max(now - self.t0, 1e-9)  # steps/s since start (or resume)
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
             if vals is not None:
-                rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
-                self.bar.set_postfix_str(f"{self.losses}", refresh=False)
-                self.bar.set_description(f"{rate:.2f} it/s", refresh=False)
+                self.bar.set_postfix_str(f"{rate * self.ips:.1f} img/s {self.losses}", refresh=False)
             return
-        now = time.perf_counter()
         if now - self.last_line >= 30 or step == self.total:
             self.last_line = now
-            done = step - self.start
-            rate = done / max(now - self.t0, 1e-9)
             eta = (self.total - step) / max(rate, 1e-9)
-            print(f"step {step}/{self.total} {rate:.2f} steps/s {self.losses} ETA {eta / 60:.1f} min",
-                  file=sys.stderr, flush=True)
+            print(f"step {step}/{self.total} {rate * self.ips:.1f} img/s ({rate:.3f} steps/s) {self.losses} "
+                  f"ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
