@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -216,6 +217,43 @@ def sample_images(
     return ImageSet(images, labels.astype(np.int64), list(class_names))
 
 
+def load_inception(path, device=None, batch_size: int = 64) -> Callable[[np.ndarray], np.ndarray]:
+    """Feature function of a local TorchScript Inception-v3: ``uint8[N, H, W, 3] -> float64[N, F]``.
+
+    The file format is NVIDIA's ``inception-2015-12-05.pt`` (the network behind the FID
+    numbers of StyleGAN2-ADA/3 and clean-fid): ``net(x, return_features=True)`` with ``x``
+    uint8 ``[N, 3, H, W]`` in 0..255, resized to 299 px inside the network, returning the
+    2,048-d pool features. Only a file the user points to is read; nothing is downloaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"--inception-weights {path}: no such file. Point it to a local TorchScript Inception-v3 "
+                              f"(e.g. NVIDIA's inception-2015-12-05.pt); augforge never downloads weights")
+    device = resolve_device(device)
+    try:
+        with warnings.catch_warnings():  # TorchScript is deprecated in torch 2.13, but it is the format the file comes in
+            warnings.simplefilter("ignore", DeprecationWarning)
+            net = torch.jit.load(str(path), map_location=device).eval()
+    except Exception as exc:  # any unreadable file: say what was expected
+        raise EvaluationError(f"{path}: not a TorchScript file ({type(exc).__name__}: {exc}); expected a module saved with "
+                              f"torch.jit.save whose forward(x_uint8_nchw, return_features=True) returns features") from None
+
+    def features(images: np.ndarray) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).permute(0, 3, 1, 2).to(device)
+                try:
+                    f = net(x, return_features=True)
+                except Exception as exc:
+                    raise EvaluationError(f"{path}: calling it as net(uint8 [N,3,H,W], return_features=True) failed: "
+                                          f"{type(exc).__name__}: {exc}") from None
+                out.append(f.reshape(len(x), -1).double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0))
+
+    return features
+
+
 # --------------------------------------------------------------------------------------------
 # Context handed to evaluators
 
@@ -230,6 +268,9 @@ class EvalContext:
     detector of the same kind, for evaluators that train their own (augmentation-gain).
     ``real_val``: the lesion-grouped validation split (early stopping). ``baselines``: False
     during training, where evaluators skip their real-vs-real reference numbers.
+    ``inception``: ``uint8[N, H, W, 3] -> float64[N, F]`` from a local Inception file
+    (``--inception-weights``), or None; evaluators that support it add ``*_inception`` keys
+    computed through ``inception_features(s)``.
     """
 
     detector: Classifier
@@ -241,23 +282,30 @@ class EvalContext:
     real_val: ImageSet | None = None
     sampler: Callable[[np.ndarray, int], ImageSet] | None = None
     baselines: bool = True
+    inception: Callable[[np.ndarray], np.ndarray] | None = None
     _memo: dict = field(default_factory=dict, repr=False)
     _draws: int = 0
 
     def _cached(self, kind: str, images: ImageSet, fn):
         key = (kind, id(images))
         if key not in self._memo:
-            self._memo[key] = (images, fn(self.detector, images.images, self.device))  # hold the set: ids stay unique
+            self._memo[key] = (images, fn(images.images))  # hold the set: ids stay unique
         return self._memo[key][1]
 
     def features(self, images: ImageSet) -> np.ndarray:
-        return self._cached("features", images, extract_features)
+        return self._cached("features", images, lambda x: extract_features(self.detector, x, self.device))
 
     def probs(self, images: ImageSet) -> np.ndarray:
-        return self._cached("probs", images, predict_proba)
+        return self._cached("probs", images, lambda x: predict_proba(self.detector, x, self.device))
+
+    def inception_features(self, images: ImageSet) -> np.ndarray:
+        if self.inception is None:
+            raise EvaluationError("no Inception network loaded: pass --inception-weights FILE (a local TorchScript "
+                                  "Inception-v3 such as NVIDIA's inception-2015-12-05.pt; nothing is downloaded)")
+        return self._cached("inception", images, self.inception)
 
     def forget(self, images: ImageSet) -> None:
-        for kind in ("features", "probs"):
+        for kind in ("features", "probs", "inception"):
             self._memo.pop((kind, id(images)), None)
 
     def sample(self, counts) -> ImageSet:
@@ -272,9 +320,14 @@ class EvalContext:
         )
 
 
-def select_evaluators(metrics: list[str] | None) -> list:
-    """Build the named evaluators (all cheap ones when ``metrics`` is None)."""
+def select_evaluators(metrics: list[str] | None, options: dict[str, dict] | None = None) -> list:
+    """Build the named evaluators (all cheap ones when ``metrics`` is None).
+
+    ``options`` maps an evaluator name to constructor keywords (``--set NAME.KEY=VALUE`` on the
+    command line); options for an evaluator that is not selected are an error, not ignored.
+    """
     available = registry.tables()["evaluator"]
+    options = options or {}
     if not metrics:
         names = [n for n in available if getattr(available[n].cls, "cheap", True)]  # registration order
     else:
@@ -282,7 +335,30 @@ def select_evaluators(metrics: list[str] | None) -> list:
     unknown = [n for n in names if n not in available]
     if unknown:
         raise ConfigError(f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(sorted(available))}")
-    return [registry.build("evaluator", n) for n in names]
+    stray = [n for n in options if n not in names]
+    if stray:
+        raise ConfigError(f"options given for evaluator(s) not selected: {', '.join(stray)}; selected: {', '.join(names)} "
+                          f"(add them with --metrics)")
+    return [registry.build("evaluator", n, **options.get(n, {})) for n in names]
+
+
+def parse_evaluator_options(items) -> dict[str, dict]:
+    """``["augmentation-gain.epochs=4", ...]`` -> ``{"augmentation-gain": {"epochs": 4}}``.
+
+    Values are JSON when they parse as JSON (numbers, booleans, lists), else strings.
+    """
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        name, dot, arg = key.strip().rpartition(".")
+        if not sep or not dot or not name or not arg:
+            raise ConfigError(f"--set {item!r}: expected EVALUATOR.KEY=VALUE, e.g. augmentation-gain.epochs=4")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(name, {})[arg] = value
+    return out
 
 
 def run_evaluators(evaluators, real_train, generated, real_test, context, progress=None) -> dict[str, EvalResult]:
@@ -392,14 +468,19 @@ def evaluate_generator(
     jpeg_quality: int | None = None,
     classifier: str = DEFAULT_CLASSIFIER,
     device=None,
+    options: dict[str, dict] | None = None,
+    inception_weights=None,
     echo: Callable[[str], None] | None = None,
 ) -> Evaluation:
     """Evaluate a generator (anything with the ``Generator`` call signature) against the data
     and split of ``cfg``; write the report to ``out_dir`` (None: no files) and log to ``tracker``
-    (None: no tracking). ``source`` describes what is evaluated (shown in the report)."""
+    (None: no tracking). ``source`` describes what is evaluated (shown in the report).
+    ``options``: constructor keywords per evaluator name; ``inception_weights``: a local
+    TorchScript Inception file for the ``*_inception`` variants of FID/KID."""
     say = echo or (lambda msg: None)
     device = resolve_device(device)
-    evaluators = select_evaluators(metrics)  # fail on a typo before any work
+    evaluators = select_evaluators(metrics, options)  # fail on a typo before any work
+    inception = load_inception(inception_weights, device) if inception_weights else None
     arrays, splits = load_data(cfg)
     sets = split_sets(arrays, splits)
     classes = list(arrays.class_names)
@@ -420,7 +501,7 @@ def evaluate_generator(
     generator = generator.to(device) if hasattr(generator, "to") else generator
     generated = sampler(np.full(len(classes), n_per_class), seed)
     ctx = EvalContext(detector, device, classes, seed=seed, classifier=classifier, image_size=int(cfg.data.image_size),
-                      real_val=sets["val"], sampler=sampler)
+                      real_val=sets["val"], sampler=sampler, inception=inception)
     results = run_evaluators(evaluators, sets["train"], generated, sets["test"], ctx,
                              progress=lambda n, r: say(f"{n}: " + ", ".join(f"{k}={v:.4g}" for k, v in list(r.metrics.items())[:6])))
     flat: dict[str, float] = {}
@@ -432,6 +513,7 @@ def evaluate_generator(
         "split_seed": cfg.data.split_seed, "split_sizes": {k: len(v) for k, v in sets.items()},
         "n_per_class": n_per_class, "seed": seed, "jpeg_quality": jpeg_quality, "jpeg_side": jpeg_side, "classifier": classifier,
         "detector_path": info["path"], "conditional": bool(getattr(generator, "conditional", True)),
+        "evaluator_options": options or {}, "inception_weights": str(inception_weights) if inception_weights else None,
     }
     report = None
     if out_dir is not None:
@@ -470,33 +552,17 @@ def default_out_dir(path: Path) -> Path:
     return Path(path).parent / f"eval-{Path(path).stem}"
 
 
-def evaluate_checkpoint(
-    path,
-    *,
-    metrics: list[str] | None = None,
-    n_per_class: int = 100,
-    out_dir=None,
-    tracker=None,
-    seed: int = 0,
-    jpeg_quality: int | None = None,
-    classifier: str = DEFAULT_CLASSIFIER,
-    device=None,
-    track: bool = True,
-    tracking_uri: str | None = None,
-    echo: Callable[[str], None] | None = None,
-) -> dict[str, float]:
+def evaluate_checkpoint(path, **kwargs) -> dict[str, float]:
     """Evaluate an ``augforge train`` checkpoint and return its metrics (un-prefixed keys).
 
     The data, classes, image size and lesion-grouped split come from the checkpoint's own
-    config, so real test images were never seen in training. ``metrics=None`` runs every
-    cheap evaluator. The report goes to ``out_dir`` (default ``<checkpoint dir>/eval-<name>``).
+    config, so real test images were never seen in training. Keywords are those of
+    ``evaluate_checkpoint_full`` and ``evaluate_generator`` (``metrics=None`` runs every
+    cheap evaluator). The report goes to ``out_dir`` (default ``<checkpoint dir>/eval-<name>``).
     Tracking: a started ``tracker`` is used as is; otherwise (``track=True``) the metrics go
     to the checkpoint's MLflow run when it has ended, else to a linked evaluation run.
     """
-    return evaluate_checkpoint_full(
-        path, metrics=metrics, n_per_class=n_per_class, out_dir=out_dir, tracker=tracker, seed=seed,
-        jpeg_quality=jpeg_quality, classifier=classifier, device=device, track=track, tracking_uri=tracking_uri, echo=echo,
-    ).metrics
+    return evaluate_checkpoint_full(path, **kwargs).metrics
 
 
 def evaluate_checkpoint_full(path, *, out_dir=None, tracker=None, track: bool = True, tracking_uri=None, **kwargs) -> Evaluation:

@@ -20,9 +20,13 @@ from augforge.errors import ConfigError
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Report folder (default: next to the checkpoint).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: the run's own, or mlruns/).")
+@click.option("--set", "sets", multiple=True, metavar="EVALUATOR.KEY=VALUE",
+              help="Evaluator constructor option, repeatable, e.g. --set augmentation-gain.epochs=4 (see `augforge plugins`).")
+@click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
+              help="Local TorchScript Inception-v3 (e.g. NVIDIA's inception-2015-12-05.pt): adds fid_inception/kid_inception.")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
 def evaluate_command(run_id, checkpoint, onnx_path, best, metrics, n_per_class, classifier, jpeg_quality, seed, device, out_dir,
-                     tracking_uri, no_track):
+                     tracking_uri, sets, inception_weights, no_track):
     """Evaluate a generator: detector detection rate, FID/KID, precision/recall, c2st, memorisation.
 
     Uses the checkpoint's own dataset, classes, image size and lesion-grouped split, trains
@@ -36,7 +40,8 @@ def evaluate_command(run_id, checkpoint, onnx_path, best, metrics, n_per_class, 
         raise ConfigError("give exactly one of --run RUN_ID, --checkpoint PATH or --onnx PATH")
     names = [m.strip() for m in metrics.split(",") if m.strip()] or None
     common = dict(metrics=names, n_per_class=n_per_class, seed=seed, jpeg_quality=jpeg_quality, classifier=classifier,
-                  device=device, out_dir=out_dir, track=not no_track, tracking_uri=tracking_uri, echo=click.echo)
+                  device=device, out_dir=out_dir, track=not no_track, tracking_uri=tracking_uri, echo=click.echo,
+                  options=evaluate.parse_evaluator_options(sets), inception_weights=inception_weights)
     if onnx_path:
         result = evaluate.evaluate_onnx_full(onnx_path, **common)
     else:
@@ -45,7 +50,7 @@ def evaluate_command(run_id, checkpoint, onnx_path, best, metrics, n_per_class, 
 
             checkpoint = checkpoint_for_run(run_id, tracking_uri=tracking_uri, best=best)
         result = evaluate.evaluate_checkpoint_full(checkpoint, **common)
-    keys = [k for k in ("detection_rate", "fid", "kid", "precision", "recall", "density", "coverage", "c2st_accuracy",
+    keys = [k for k in ("detection_rate", "fid", "fid_inception", "kid", "kid_inception", "precision", "recall", "density", "coverage", "c2st_accuracy",
                         "memorization", "augmentation_gain") if k in result.metrics]
     for k in keys:
         click.echo(f"{k:>20s}: {result.metrics[k]:.4g}")

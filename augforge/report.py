@@ -160,6 +160,8 @@ def write_report(
         f"- generated: {summary['n_per_class']} images per class, seed {summary['seed']}; {jpeg_line}",
         f"- detector: `{summary['classifier']}` trained on the real train split (best epoch {detector_info.get('best_epoch')} "
         f"on the val split), cached at `{summary['detector_path']}`",
+        *([f"- Inception features (`*_inception` keys): `{summary['inception_weights']}`"] if summary.get("inception_weights") else []),
+        *([f"- evaluator options: `{json.dumps(summary['evaluator_options'])}`"] if summary.get("evaluator_options") else []),
         "",
         "## Targets",
         "",

@@ -230,3 +230,87 @@ def test_training_keeps_best_by_the_real_evaluator_and_evaluate_run_finds_it(cfg
     main(["evaluate", "--run", result.run_id, "--best", "--metrics", "kid,detection-rate", "--n-per-class", "8", "--out", str(out)])
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
     assert f"at step {best['step']}" in (out / "report.md").read_text()
+
+
+class _TinyInception(torch.nn.Module):
+    """Stands in for NVIDIA's TorchScript Inception: same call, uint8 NCHW in, features out."""
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        x = x.float() / 255.0
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)  # 9 features
+
+
+@pytest.fixture
+def inception_file(tmp_path):
+    path = tmp_path / "inception.pt"
+    torch.jit.save(torch.jit.script(_TinyInception()), str(path))
+    return path
+
+
+def test_inception_variant_uses_the_given_network_and_the_same_formulas(cfg, inception_file):
+    from augforge_plugins.metrics import class_balanced_weights, frechet_distance, gaussian_stats
+
+    sets = evaluate.split_sets(*evaluate.load_data(cfg))
+    train, test = sets["train"], sets["test"]
+    fn = evaluate.load_inception(inception_file, "cpu")
+    ctx = _context(train)
+    assert "fid_inception" not in registry.build("evaluator", "fid").evaluate(train, test, test, ctx).metrics
+    ctx.inception = fn
+    fake = ImageSet(np.clip(test.images.astype(int) + 40, 0, 255).astype(np.uint8), test.labels, test.class_names)
+    m = registry.build("evaluator", "fid").evaluate(train, fake, test, ctx).metrics
+    expected = frechet_distance(*gaussian_stats(fn(train.images), class_balanced_weights(train.labels)),
+                                *gaussian_stats(fn(fake.images), class_balanced_weights(fake.labels)))
+    assert fn(train.images).shape == (len(train), 9)
+    assert m["fid_inception"] == pytest.approx(expected) and m["fid_inception"] > m["fid_inception_real_baseline"]
+    k = registry.build("evaluator", "kid", n_subsets=5, subset_size=10).evaluate(train, fake, test, ctx).metrics
+    assert {"kid_inception", "kid_inception_nv", "kid_inception_real_baseline"} <= set(k)
+    assert k["kid_inception"] > k["kid_inception_real_baseline"]
+
+
+def test_inception_weights_errors_name_the_file_and_the_fix(tmp_path):
+    with pytest.raises(evaluate.EvaluationError, match="no such file.*never downloads"):
+        evaluate.load_inception(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a network")
+    with pytest.raises(evaluate.EvaluationError, match="junk.pt: not a TorchScript file"):
+        evaluate.load_inception(junk)
+    ctx = evaluate.EvalContext(None, torch.device("cpu"), ["nv"])
+    with pytest.raises(evaluate.EvaluationError, match="--inception-weights"):
+        ctx.inception_features(ImageSet(np.zeros((1, 8, 8, 3), np.uint8), np.zeros(1, np.int64), ["nv"]))
+
+
+def test_evaluator_options_parse_and_fail_loudly():
+    from augforge.errors import ConfigError
+
+    opts = evaluate.parse_evaluator_options(["augmentation-gain.epochs=2", "augmentation-gain.seeds=3", "c2st.reference=train"])
+    assert opts == {"augmentation-gain": {"epochs": 2, "seeds": 3}, "c2st": {"reference": "train"}}
+    (ev,) = evaluate.select_evaluators(["augmentation-gain"], {"augmentation-gain": {"epochs": 2}})
+    assert ev.epochs == 2 and ev.seeds == 3
+    with pytest.raises(ConfigError, match="EVALUATOR.KEY=VALUE"):
+        evaluate.parse_evaluator_options(["epochs=2"])
+    with pytest.raises(ConfigError, match="not selected: kid"):
+        evaluate.select_evaluators(["fid"], {"kid": {"n_subsets": 3}})
+    with pytest.raises(ConfigError, match="no option.*epocs.*valid: seeds"):
+        evaluate.select_evaluators(["augmentation-gain"], {"augmentation-gain": {"epocs": 2}})
+
+
+def test_cli_evaluate_with_options_and_inception(cfg, fast_detector, inception_file, tmp_path, capsys):
+    from augforge.cli import main
+
+    ckpt = write_fake_checkpoint(cfg, tmp_path / "last.pt")
+    out = tmp_path / "report"
+    main(["evaluate", "--checkpoint", str(ckpt), "--metrics", "fid,augmentation-gain", "--n-per-class", "10",
+          "--set", "augmentation-gain.seeds=1", "--set", "augmentation-gain.epochs=1", "--set", "augmentation-gain.target_count=20",
+          "--inception-weights", str(inception_file), "--out", str(out), "--no-track"])
+    text = capsys.readouterr().out
+    assert "fid_inception" in text and "augmentation_gain" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(metrics["fid_inception"]) and np.isfinite(metrics["augmentation_gain"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["evaluator_options"]["augmentation-gain"]["seeds"] == 1
+    runs = (out / "tables" / "augmentation_gain_runs.csv").read_text().strip().splitlines()
+    assert len(runs) == 1 + 3  # header + one seed x three settings
+    assert str(inception_file) in (out / "report.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--checkpoint", str(ckpt), "--metrics", "fid", "--set", "kid.n_subsets=3", "--no-track"])
+    assert "not selected: kid" in capsys.readouterr().err

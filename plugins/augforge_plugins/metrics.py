@@ -326,35 +326,42 @@ class DetectionRate(Evaluator):
 
 class FID(Evaluator):
     name = "fid"
-    description = "Fréchet distance in the detector's feature space (class-balanced real statistics)"
+    description = "Fréchet distance in the detector's feature space (class-balanced real statistics); + Inception when given"
     objective = "fid"
     direction = "minimize"
 
-    def evaluate(self, real_train, generated, real_test, context):
-        ref = gaussian_stats(context.features(real_train), class_balanced_weights(real_train.labels))
+    @staticmethod
+    def _fid(feats, real_train, generated, real_test, baselines: bool, prefix: str) -> dict[str, float]:
+        ref = gaussian_stats(feats(real_train), class_balanced_weights(real_train.labels))
         gen_w = class_balanced_weights(generated.labels)
-        metrics = {"fid": frechet_distance(*ref, *gaussian_stats(context.features(generated), gen_w))}
-        if context.baselines and len(real_test) > 2:
+        metrics = {prefix: frechet_distance(*ref, *gaussian_stats(feats(generated), gen_w))}
+        if baselines and len(real_test) > 2:
             # the same distance for real held-out lesions: what a perfect generator would score
-            test = gaussian_stats(context.features(real_test), class_balanced_weights(real_test.labels))
-            metrics["fid_real_baseline"] = frechet_distance(*ref, *test)
+            test = gaussian_stats(feats(real_test), class_balanced_weights(real_test.labels))
+            metrics[f"{prefix}_real_baseline"] = frechet_distance(*ref, *test)
+        return metrics
+
+    def evaluate(self, real_train, generated, real_test, context):
+        metrics = self._fid(context.features, real_train, generated, real_test, context.baselines, "fid")
+        if context.inception is not None:  # the user pointed to a local Inception file
+            metrics |= self._fid(context.inception_features, real_train, generated, real_test, context.baselines, "fid_inception")
         return EvalResult(metrics)
 
 
 class KID(Evaluator):
     name = "kid"
-    description = "kernel inception distance in the detector's feature space, per class (macro mean)"
+    description = "kernel inception distance in the detector's feature space, per class (macro mean); + Inception when given"
     objective = "kid"
     direction = "minimize"
 
     def __init__(self, *, n_subsets: int = 50, subset_size: int = 1000):
         self.n_subsets, self.subset_size = n_subsets, subset_size
 
-    def _macro(self, real, fake, context, prefix, metrics):
-        fr, ff = context.features(real), context.features(fake)
-        vals = []
+    def _macro(self, real, fake, feats, seed: int, prefix: str) -> dict[str, float]:
+        fr, ff = feats(real), feats(fake)
+        metrics, vals = {}, []
         for c, name, mr, mf in _per_class(real, fake):
-            mean, std = kid(fr[mr], ff[mf], n_subsets=self.n_subsets, subset_size=self.subset_size, seed=context.seed + c)
+            mean, std = kid(fr[mr], ff[mf], n_subsets=self.n_subsets, subset_size=self.subset_size, seed=seed + c)
             metrics[f"{prefix}_{name}"] = mean
             vals.append((mean, std))
         if vals:
@@ -362,12 +369,18 @@ class KID(Evaluator):
             metrics[f"{prefix}_std"] = float(np.mean([v[1] for v in vals]))
         return metrics
 
-    def evaluate(self, real_train, generated, real_test, context):
-        metrics = self._macro(real_train, generated, context, "kid", {})
+    def _space(self, feats, real_train, generated, real_test, context, prefix: str) -> dict[str, float]:
+        metrics = self._macro(real_train, generated, feats, context.seed, prefix)
         if context.baselines:
             # real held-out lesions scored the same way: what a perfect generator would get
-            base = self._macro(real_train, real_test, context, "kid_real_baseline", {})
-            metrics.update({k: v for k, v in base.items() if k in ("kid_real_baseline", "kid_real_baseline_std")})
+            base = self._macro(real_train, real_test, feats, context.seed, f"{prefix}_real_baseline")
+            metrics |= {k: v for k, v in base.items() if k in (f"{prefix}_real_baseline", f"{prefix}_real_baseline_std")}
+        return metrics
+
+    def evaluate(self, real_train, generated, real_test, context):
+        metrics = self._space(context.features, real_train, generated, real_test, context, "kid")
+        if context.inception is not None:
+            metrics |= self._space(context.inception_features, real_train, generated, real_test, context, "kid_inception")
         return EvalResult(metrics)
 
 
