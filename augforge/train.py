@@ -343,6 +343,20 @@ def _ema_update(ema_params, params, ema_buffers, buffers, decay: float) -> None:
         be.copy_(b)
 
 
+def _optimise(loss, opt, scaler, params, log_now: bool) -> float | None:
+    """One optimiser step through the (possibly disabled) AMP scaler; returns the gradient
+    norm, unscaled, on logging steps only (it costs a sync on CUDA), else None."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    grad_norm = None
+    if log_now:
+        scaler.unscale_(opt)
+        grad_norm = _grad_norm(params)
+    scaler.step(opt)
+    scaler.update()
+    return grad_norm
+
+
 def _grad_norm(params) -> float:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
@@ -783,13 +797,7 @@ def train(
                 if t.r1_gamma > 0:
                     r1 = r1_penalty(logit_r.float(), real_in)
                     loss_d = loss_d + 0.5 * t.r1_gamma * r1
-                opt_d.zero_grad(set_to_none=True)
-                scaler_d.scale(loss_d).backward()
-                if log_now:
-                    scaler_d.unscale_(opt_d)
-                    gn_d = _grad_norm(d_params)
-                scaler_d.step(opt_d)
-                scaler_d.update()
+                gn_d = _optimise(loss_d, opt_d, scaler_d, d_params, log_now)
 
             # -- 6b. generator step
             D.requires_grad_(False)
@@ -798,13 +806,7 @@ def train(
             with autocast():
                 fake = G_run(z, y_g)
                 loss_g = g_loss_fn(D_plain(augment(fake), y_g).float())
-            opt_g.zero_grad(set_to_none=True)
-            scaler_g.scale(loss_g).backward()
-            if log_now:
-                scaler_g.unscale_(opt_g)
-                gn_g = _grad_norm(g_params)
-            scaler_g.step(opt_g)
-            scaler_g.update()
+            gn_g = _optimise(loss_g, opt_g, scaler_g, g_params, log_now)
 
             # -- 6c. EMA of G
             if ema is not None:  # warm-up: early on the average follows G closely (short runs)
