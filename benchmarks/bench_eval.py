@@ -6,6 +6,8 @@
                                                     #   lesion-grouped split vs image-level split (the leak)
     python benchmarks/bench_eval.py runs NAME=CKPT [NAME=CKPT ...] [--jpeg-quality 75]
                                                     # full evaluation of checkpoints, one table
+    python benchmarks/bench_eval.py table NAME=REPORT_DIR [NAME=REPORT_DIR ...]
+                                                    # the same table from `augforge evaluate --out` folders
 
 The detector part needs ../shared/data/ham10000-200x150 (skipped when absent) and trains two
 CPU detectors (a few minutes each on an idle machine; run it with `nice`).
@@ -141,9 +143,32 @@ def bench_runs(args: list[str]) -> None:
                                                out_dir=OUT / f"eval-{name}", echo=lambda m: print(f"  [{name}] {m}", flush=True))
         rows[name] = {"checkpoint": path, "seconds": time.perf_counter() - t0, "report": str(ev.report), **ev.metrics}
     _save("runs", rows)
+    print_table(rows)
+
+
+def bench_table(args: list[str]) -> None:
+    """``NAME=REPORT_DIR`` pairs (folders written by ``augforge evaluate``) -> the same table,
+    without evaluating again."""
+    rows = {}
+    for item in args:
+        name, _, folder = item.partition("=")
+        metrics_file = Path(folder) / "metrics.json"
+        if not metrics_file.is_file():
+            raise SystemExit(f"{item}: no {metrics_file}; give NAME=DIR where DIR is an `augforge evaluate --out` folder")
+        summary = json.loads((Path(folder) / "summary.json").read_text())
+        rows[name] = {"report": str(Path(folder) / "report.md"), "step": summary.get("step"), **json.loads(metrics_file.read_text())}
+    _save("table", rows)
+    print_table(rows)
+
+
+def print_table(rows: dict[str, dict]) -> None:
     keys = ["detection_rate", "fid", "fid_real_baseline", "kid", "kid_real_baseline", "precision", "recall", "density",
-            "coverage", "c2st_accuracy", "c2st_feature_accuracy", "memorization", "memorization_pixel", "memorization_feature"]
+            "coverage", "c2st_accuracy", "c2st_feature_accuracy", "memorization", "memorization_pixel", "memorization_feature",
+            "aug_real_bacc_mean", "aug_real_bacc_std", "aug_mixed_bacc_mean", "aug_mixed_bacc_std",
+            "aug_synthetic_bacc_mean", "aug_synthetic_bacc_std", "augmentation_gain"]
+    keys = [k for k in keys if any(k in r for r in rows.values())]
     print("\n| metric | " + " | ".join(rows) + " |\n|---|" + "---|" * len(rows))
+    print("| step | " + " | ".join(str(r.get("step", "")) for r in rows.values()) + " |")
     for k in keys:
         print(f"| {k} | " + " | ".join(f"{r.get(k, float('nan')):.4g}" for r in rows.values()) + " |")
     for c in ("nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"):
@@ -159,3 +184,5 @@ if __name__ == "__main__":
         bench_detector(sys.argv[2] if len(sys.argv) > 2 and what == "detector" else "paper-b-cnn")
     if what == "runs":
         bench_runs(sys.argv[2:])
+    if what == "table":
+        bench_table(sys.argv[2:])
