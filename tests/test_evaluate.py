@@ -148,6 +148,9 @@ def test_training_evaluator_returns_the_configured_metric(cfg, fast_detector, fa
     cfg2 = config.apply_overrides(cfg, {"train.eval_metric": "detection_rate"})
     fn2 = evaluate.make_training_evaluator(cfg2, real, "cpu", n_per_class=8)
     assert fn2.direction == "maximize" and "detection_rate" in fn2(g)
+    # c2st keeps the checkpoint the judge finds hardest to tell from real images
+    fn3 = evaluate.make_training_evaluator(config.apply_overrides(cfg, {"train.eval_metric": "c2st"}), real, "cpu", n_per_class=8)
+    assert fn3.direction == "minimize" and 0.0 <= fn3(g)["c2st"] <= 1.0
 
 
 def _context(train: ImageSet, seed=0):
