@@ -533,7 +533,11 @@ def evaluate_generator(
 
 def _open_tracker(cfg, source_run_id: str | None, tracking_uri: str | None, source: dict):
     """Log into the training run itself when it has ended; into a linked evaluation run
-    (tagged ``augforge.source_run_id``) when it is still running or unknown to the store."""
+    (tagged ``augforge.source_run_id``) when it is still running or unknown to the store.
+
+    Returns ``(tracker, keep_status)``: the training run's own status (FINISHED, KILLED,
+    FAILED) when it was reopened, which closing must put back whatever the evaluation does,
+    since its status describes the training; None for a new evaluation run."""
     from augforge.tracking import make_tracker
 
     tracker = make_tracker(True, uri=tracking_uri or cfg.tracking.uri, experiment=cfg.tracking.experiment)
@@ -543,9 +547,9 @@ def _open_tracker(cfg, source_run_id: str | None, tracking_uri: str | None, sour
         except Exception:  # not in this store
             status = None
         if status in ("FINISHED", "KILLED", "FAILED"):
-            return tracker.start(run_id=source_run_id)
+            return tracker.start(run_id=source_run_id), status
     tags = {"augforge.kind": "evaluation", "augforge.source_run_id": source_run_id or "", "augforge.checkpoint": str(source.get("checkpoint", ""))}
-    return tracker.start(run_name=f"eval-{(source_run_id or 'checkpoint')[:8]}-step{source.get('step')}", tags=tags)
+    return tracker.start(run_name=f"eval-{(source_run_id or 'checkpoint')[:8]}-step{source.get('step')}", tags=tags), None
 
 
 def default_out_dir(path: Path) -> Path:
@@ -580,16 +584,17 @@ def evaluate_checkpoint_full(path, *, out_dir=None, tracker=None, track: bool = 
 def _evaluate_tracked(generator, cfg, source, out_dir, tracker, track, tracking_uri, kwargs) -> Evaluation:
     """``evaluate_generator`` inside a tracker this call opens (and closes) unless one is given."""
     owned = tracker is None and track
+    keep_status = None
     if owned:
-        tracker = _open_tracker(cfg, source.get("run_id"), tracking_uri, source)
+        tracker, keep_status = _open_tracker(cfg, source.get("run_id"), tracking_uri, source)
     status = "FAILED"
     try:
         result = evaluate_generator(generator, cfg, source=source, out_dir=out_dir, tracker=tracker, **kwargs)
         status = "FINISHED"
         return result
     finally:
-        if owned:
-            tracker.end(status)
+        if owned:  # a reopened training run gets its own status back (KILLED stays KILLED)
+            tracker.end(keep_status or status)
 
 
 # --------------------------------------------------------------------------------------------

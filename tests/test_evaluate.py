@@ -8,6 +8,7 @@ import torch
 
 from augforge import config, evaluate, registry
 from augforge.checkpoint import save_checkpoint
+from augforge.evaluate import Evaluation
 from augforge.interfaces import ImageSet
 
 FAKE = {
@@ -317,3 +318,28 @@ def test_cli_evaluate_with_options_and_inception(cfg, fast_detector, inception_f
     with pytest.raises(SystemExit):
         main(["evaluate", "--checkpoint", str(ckpt), "--metrics", "fid", "--set", "kid.n_subsets=3", "--no-track"])
     assert "not selected: kid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("status", ["KILLED", "FINISHED"])
+def test_evaluation_keeps_the_training_runs_status_even_when_it_fails(cfg, tmp_path, monkeypatch, status):
+    """Reopening an ended training run to log eval/* must not rewrite its status: a run stopped
+    at its budget stays KILLED, and a crashed evaluation does not mark the training FAILED."""
+    import mlflow
+
+    from augforge.tracking import make_tracker
+
+    t = make_tracker(True).start(run_name="train")
+    run_id = t.run_id
+    t.end(status)
+    ckpt = write_fake_checkpoint(cfg, tmp_path / "last.pt", run_id=run_id)
+    monkeypatch.setattr(evaluate, "evaluate_generator", lambda *a, **k: Evaluation({"fid": 1.0}, None, None, run_id, {}))
+    evaluate.evaluate_checkpoint(ckpt, metrics=["fid"])
+    assert mlflow.MlflowClient().get_run(run_id).info.status == status
+
+    def boom(*a, **k):
+        raise RuntimeError("evaluator crashed")
+
+    monkeypatch.setattr(evaluate, "evaluate_generator", boom)
+    with pytest.raises(RuntimeError, match="crashed"):
+        evaluate.evaluate_checkpoint(ckpt, metrics=["fid"])
+    assert mlflow.MlflowClient().get_run(run_id).info.status == status
