@@ -314,10 +314,20 @@ class EvalContext:
         self._draws += 1
         return self.sampler(np.asarray(counts, int), self.seed + 1000 * self._draws)
 
-    def new_classifier(self, num_classes: int | None = None, **options) -> Classifier:
-        return registry.build(
-            "classifier", self.classifier, image_size=self.image_size, num_classes=num_classes or len(self.class_names), **options
-        )
+    def new_classifier(self, num_classes: int | None = None, *, seed: int | None = None, classifier: str | None = None,
+                       image_size: int | None = None, **options) -> Classifier:
+        """An untrained classifier (default: the detector's kind). With ``seed`` its initial
+        weights come from that seed alone, not from whatever ran before, so two evaluations
+        (e.g. of two generators) start their real-only detectors from the same weights."""
+        def build():
+            return registry.build("classifier", classifier or self.classifier, image_size=image_size or self.image_size,
+                                  num_classes=num_classes or len(self.class_names), **options)
+
+        if seed is None:
+            return build()
+        with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream where it was
+            torch.manual_seed(seed)
+            return build()
 
 
 def select_evaluators(metrics: list[str] | None, options: dict[str, dict] | None = None) -> list:

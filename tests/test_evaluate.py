@@ -343,3 +343,22 @@ def test_evaluation_keeps_the_training_runs_status_even_when_it_fails(cfg, tmp_p
     with pytest.raises(RuntimeError, match="crashed"):
         evaluate.evaluate_checkpoint(ckpt, metrics=["fid"])
     assert mlflow.MlflowClient().get_run(run_id).info.status == status
+
+
+def test_evaluator_classifiers_start_from_their_seed_not_from_earlier_work(cfg):
+    """augmentation-gain's real-only detector and c2st's judge must not depend on what ran
+    before them (another generator's sampling), or two generators' baselines differ."""
+    sets = evaluate.split_sets(*evaluate.load_data(cfg))
+    ctx = _context(sets["train"])
+    a = ctx.new_classifier(seed=3, widths=[8, 8, 8], feature_dim=8)
+    torch.rand(1000)  # earlier work moving the global stream
+    b = ctx.new_classifier(seed=3, widths=[8, 8, 8], feature_dim=8)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    state = torch.get_rng_state()
+    ctx.new_classifier(seed=4, widths=[8, 8, 8], feature_dim=8)
+    assert torch.equal(state, torch.get_rng_state())  # the caller's stream is untouched
+    ev = registry.build("evaluator", "c2st", widths=[4, 4, 4], epochs=2)
+    first = ev.evaluate(sets["train"], sets["test"], sets["test"], ctx).metrics["c2st_accuracy"]
+    torch.rand(1000)
+    assert ev.evaluate(sets["train"], sets["test"], sets["test"], ctx).metrics["c2st_accuracy"] == first

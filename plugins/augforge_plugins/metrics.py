@@ -467,11 +467,10 @@ class C2ST(Evaluator):
         self.judge, self.widths, self.epochs, self.reference = judge, list(widths), epochs, reference
 
     def _pixel_judge(self, context, image_size):
-        from augforge import registry
         from augforge.classify import fit_classifier, predict_proba
 
         def fit_predict(train_x, train_y, test_x):
-            model = registry.build("classifier", self.judge, image_size=image_size, num_classes=2, widths=self.widths)
+            model = context.new_classifier(2, seed=context.seed, classifier=self.judge, image_size=image_size, widths=self.widths)
             rng = np.random.default_rng(context.seed)
             # a fifth of the training half picks the epoch; the held-out half stays untouched
             val = rng.random(len(train_y)) < 0.2
@@ -589,7 +588,7 @@ class AugmentationGain(Evaluator):
         rows = []
         for seed in range(self.seeds):
             for setting, train in settings.items():
-                model = context.new_classifier()
+                model = context.new_classifier(seed=context.seed + seed)  # same start for every generator: paired
                 fit = fit_classifier(model, train, context.real_val, seed=context.seed + seed, device=context.device,
                                      **({"epochs": self.epochs} if self.epochs else {}))
                 m, _ = classification_metrics(predict_proba(fit.model, real_test.images, context.device), real_test.labels, names)
