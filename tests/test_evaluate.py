@@ -180,9 +180,21 @@ def test_c2st_evaluator_pixel_judge(cfg):
     ctx = _context(train)
     ev = registry.build("evaluator", "c2st", epochs=4, reference="train")
     noise = ImageSet(np.random.default_rng(1).integers(0, 256, train.images.shape, dtype=np.uint8), train.labels, train.class_names)
-    assert ev.evaluate(train, noise, test, ctx).metrics["c2st_accuracy"] > 0.9
+    m = ev.evaluate(train, noise, test, ctx).metrics
+    assert m["c2st_accuracy"] > 0.9 and m["c2st_repeats"] == 3  # default: three judges, averaged
+    assert m["c2st_accuracy_min"] <= m["c2st_accuracy"] <= m["c2st_accuracy_max"] and m["c2st_accuracy_std"] >= 0
+    # the mean is the mean of the single-judge runs with seeds seed, seed+1, ...
+    singles = []
+    for r in range(2):
+        ctx_r = _context(train, seed=r)
+        singles.append(registry.build("evaluator", "c2st", epochs=4, reference="train", repeats=1)
+                       .evaluate(train, noise, test, ctx_r).metrics["c2st_accuracy"])
+    pair = registry.build("evaluator", "c2st", epochs=4, reference="train", repeats=2).evaluate(train, noise, test, _context(train)).metrics
+    assert pair["c2st_accuracy"] == pytest.approx(np.mean(singles))
     with pytest.raises(ValueError, match="reference"):
         registry.build("evaluator", "c2st", reference="val")
+    with pytest.raises(ValueError, match="repeats"):
+        registry.build("evaluator", "c2st", repeats=0)
 
 
 @pytest.mark.slow

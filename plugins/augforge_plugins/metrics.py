@@ -461,23 +461,29 @@ class C2ST(Evaluator):
     objective = "c2st_accuracy"
     direction = "minimize"
 
-    def __init__(self, *, judge: str = "paper-b-cnn", widths: list[int] = (16, 32, 64), epochs: int = 15, reference: str = "test"):
+    def __init__(self, *, judge: str = "paper-b-cnn", widths: list[int] = (16, 32, 64), epochs: int = 15, reference: str = "test",
+                 repeats: int = 3):
         if reference not in ("test", "train"):
             raise ValueError(f"c2st reference must be 'test' or 'train', got {reference!r}")
+        if repeats < 1:
+            raise ValueError(f"c2st repeats must be >= 1, got {repeats}")
         self.judge, self.widths, self.epochs, self.reference = judge, list(widths), epochs, reference
+        # one judge's accuracy moves by ~0.05 with its split and initial weights (measured on
+        # HAM10000 64 px), more than the binomial noise of ~450 test images: average several
+        self.repeats = repeats
 
-    def _pixel_judge(self, context, image_size):
+    def _pixel_judge(self, context, image_size, seed: int):
         from augforge.classify import fit_classifier, predict_proba
 
         def fit_predict(train_x, train_y, test_x):
-            model = context.new_classifier(2, seed=context.seed, classifier=self.judge, image_size=image_size, widths=self.widths)
-            rng = np.random.default_rng(context.seed)
+            model = context.new_classifier(2, seed=seed, classifier=self.judge, image_size=image_size, widths=self.widths)
+            rng = np.random.default_rng(seed)
             # a fifth of the training half picks the epoch; the held-out half stays untouched
             val = rng.random(len(train_y)) < 0.2
             fit = fit_classifier(
                 model, ImageSet(train_x[~val], train_y[~val], ["real", "generated"]),
                 ImageSet(train_x[val], train_y[val], ["real", "generated"]),
-                seed=context.seed, device=context.device, epochs=self.epochs, oversample=False, patience=self.epochs,
+                seed=seed, device=context.device, epochs=self.epochs, oversample=False, patience=self.epochs,
                 batch_size=int(np.clip((~val).sum() // 8, 8, 64)),  # at least ~8 steps an epoch on small sets
             )
             return predict_proba(fit.model, test_x, context.device).argmax(1)
@@ -490,10 +496,18 @@ class C2ST(Evaluator):
         ref, gen = _class_matched(ref, generated, rng)
         if len(ref) < 8:
             return EvalResult({"c2st_accuracy": float("nan")})
-        pix = c2st(ref.images, gen.images, self._pixel_judge(context, ref.images.shape[1]), groups_a=ref.groups, seed=context.seed)
+        runs = []
+        for r in range(self.repeats):  # a new half/half split and a new judge each time
+            seed = context.seed + r
+            runs.append(c2st(ref.images, gen.images, self._pixel_judge(context, ref.images.shape[1], seed), groups_a=ref.groups, seed=seed))
+        accs = [run["accuracy"] for run in runs]
         feat = c2st(context.features(ref), context.features(gen), logistic_fit_predict, groups_a=ref.groups, seed=context.seed)
+        mean, std = mean_std(accs)
         return EvalResult({
-            "c2st_accuracy": pix["accuracy"], "c2st_p_value": pix["p_value"], "c2st_n_test": pix["n_test"],
+            "c2st_accuracy": mean, "c2st_accuracy_std": std, "c2st_accuracy_min": float(min(accs)),
+            "c2st_accuracy_max": float(max(accs)), "c2st_repeats": float(self.repeats),
+            "c2st_p_value": float(max(run["p_value"] for run in runs)),  # the least significant repeat
+            "c2st_n_test": runs[0]["n_test"],
             "c2st_feature_accuracy": feat["accuracy"], "c2st_feature_p_value": feat["p_value"],
         })
 
