@@ -51,9 +51,10 @@ def load_data(cfg):
     return load_splits(cfg, progress=False)
 
 
-def split_sets(arrays, splits) -> dict[str, ImageSet]:
-    """``{"train": ImageSet, "val": ..., "test": ...}`` with lesion ids as groups (loaded into memory)."""
-    return {name: arrays.subset(np.asarray(splits[name])).image_set() for name in ("train", "val", "test")}
+def split_sets(arrays, splits, names=("train", "val", "test")) -> dict[str, ImageSet]:
+    """``{"train": ImageSet, "val": ..., "test": ...}`` with lesion ids as groups (loaded into
+    memory; ``names`` picks which, so callers needing one split do not load the others)."""
+    return {name: arrays.subset(np.asarray(splits[name])).image_set() for name in names}
 
 
 def data_fingerprint(arrays, splits) -> str:
@@ -427,7 +428,7 @@ def make_training_evaluator(cfg, real: ImageSet, device, *, n_per_class: int | N
     detector = get_detector(cfg, arrays, splits, device=device)
     rng = np.random.default_rng(0)
     real_sub = real.subset(_stratified(np.asarray(real.labels), real_per_class, rng))
-    test = split_sets(arrays, splits)["test"]
+    test = split_sets(arrays, splits, ("test",))["test"]
     classes = list(real.class_names)
     per = n_per_class or max(8, 512 // max(1, len(classes)))
     ctx = EvalContext(detector, device, classes, seed=0, image_size=int(cfg.data.image_size), baselines=False)
@@ -681,7 +682,7 @@ def near_copy_mask_for(cfg, images: np.ndarray, *, quantile: float = 0.01) -> np
     space to a training image of ``cfg``'s split than ``quantile`` of real held-out lesions are."""
     near_copy_mask = _metric_function("near_copy_mask")
     arrays, splits = load_data(cfg)
-    sets = split_sets(arrays, splits)
+    sets = split_sets(arrays, splits, ("train", "test"))
     return near_copy_mask(images, sets["train"].images, baseline=sets["test"].images,
                           baseline_groups=sets["test"].groups, train_groups=sets["train"].groups, quantile=quantile)
 

@@ -80,7 +80,7 @@ class _BasicBlock(nn.Module):
 class SmallResNet(Classifier):
     name = "resnet"
     description = "small ResNet (basic blocks, no torchvision) for stronger detector features"
-    recipe = {"epochs": 12, "epoch_size": 2500, "lr": 1e-3, "batch_size": 64, "oversample": True, "augment": True, "patience": 4}
+    recipe = PaperBCNN.recipe  # the same training schedule, so the two backbones compare like for like
 
     def __init__(
         self,
