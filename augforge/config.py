@@ -57,8 +57,14 @@ class TrainConfig:
     r1_gamma: float = 0.0  # R1 penalty weight on real images
     diffaug: str = ""  # DiffAugment policy, e.g. "color,translation,cutout" ("" = off)
     ema_decay: float = 0.0  # generator EMA decay per step (0 = off; e.g. 0.999)
-    amp: str = "auto"  # auto | off | bf16 | fp16 (CUDA only)
+    lecam_weight: float = 0.0  # LeCam regulariser weight on D (0 = off; 0.3 in the paper's CIFAR runs)
+    lecam_decay: float = 0.99  # per-step decay of LeCam's moving averages of D's logits
+    topk_min: float = 1.0  # top-k G updates: floor of the kept share of fakes (1 = off; paper 0.5-0.75)
+    topk_decay: float = 0.99  # top-k: kept share = max(topk_decay**epoch, topk_min)
+    cr_weight: float = 0.0  # balanced consistency regularisation weight (0 = off; 2 extra D passes)
+    amp: str = "auto"  # auto | off | bf16 | fp16; bf16 also on CPU (AVX-512 BF16), fp16 CUDA only
     channels_last: bool = False
+    threads: int = 0  # torch intra-op threads (0 = torch's default, one per core)
     compile: bool = False  # torch.compile the models (opt-in)
     num_workers: int = 0  # DataLoader workers
     checkpoint_every: int = 500  # steps between checkpoints (and one at the end)
@@ -66,6 +72,9 @@ class TrainConfig:
     sample_every: int = 0  # steps between sample grids (0 = once per epoch)
     eval_every: int = 0  # steps between cheap evaluations (0 = off)
     eval_metric: str = "kid"  # evaluator used to keep the best checkpoint
+    eval_extra: str = ""  # more cheap evaluators logged at each evaluation, e.g. "fid,detection-rate"
+    eval_every_minutes: float = 0.0  # also evaluate each time this much wall time passed (0 = off)
+    max_minutes: float = 0.0  # wall-clock budget of the run in minutes, resumes included (0 = none)
     out_dir: str = "runs"  # run folders are created under it
 
 

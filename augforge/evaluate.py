@@ -423,6 +423,14 @@ def make_training_evaluator(cfg, real: ImageSet, device, *, n_per_class: int | N
     evaluator = registry.build("evaluator", ev_name)
     if not getattr(evaluator, "cheap", True):
         raise ConfigError(f"train.eval_metric {name!r} is expensive ({ev_name} is not cheap); pick kid, fid, precision-recall, ...")
+    extras = []
+    for extra in (e.strip() for e in cfg.train.eval_extra.split(",") if e.strip()):
+        if extra not in table:
+            raise ConfigError(f"train.eval_extra: unknown evaluator {extra!r}; evaluators: {', '.join(sorted(table))}")
+        if not getattr(table[extra].cls, "cheap", True):
+            raise ConfigError(f"train.eval_extra: {extra} is expensive (not cheap); it belongs in `augforge evaluate`")
+        if extra != ev_name:
+            extras.append(registry.build("evaluator", extra))
     device = resolve_device(device)
     arrays, splits = load_data(cfg)
     detector = get_detector(cfg, arrays, splits, device=device)
@@ -439,6 +447,8 @@ def make_training_evaluator(cfg, real: ImageSet, device, *, n_per_class: int | N
                             label_fn=lambda im: predict_proba(detector, im, device).argmax(1))
         try:
             metrics = dict(evaluator.evaluate(real_sub, gen, test, ctx).metrics)
+            for ev in extras:
+                metrics.update(ev.evaluate(real_sub, gen, test, ctx).metrics)
         finally:
             ctx.forget(gen)
         metrics.setdefault(name, metrics[evaluator.objective])

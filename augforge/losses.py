@@ -7,6 +7,8 @@ Each ``d_*`` returns the discriminator's loss, each ``g_*`` the generator's, bot
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -72,3 +74,37 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """
     (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def lecam_penalty(real: torch.Tensor, fake: torch.Tensor, ema_real: float, ema_fake: float) -> torch.Tensor:
+    """LeCam regulariser (Tseng et al. 2021, eq. 3): pulls D's real logits towards the moving
+    average of its fake logits and vice versa, bounding how far apart D can push the two on
+    a small training set. ``ema_real``/``ema_fake``: moving averages of the mean logits.
+
+    ``mean(relu(D(x) - ema_fake)^2) + mean(relu(ema_real - D(G(z)))^2)``; the loop adds it
+    to D's loss times ``train.lecam_weight`` (0.3 in the authors' CIFAR DiffAugment scripts).
+    """
+    return F.relu(real - ema_fake).pow(2).mean() + F.relu(ema_real - fake).pow(2).mean()
+
+
+def topk_count(batch: int, epoch: float, decay: float, min_fraction: float) -> int:
+    """Top-k training (Sinha et al. 2020): how many of ``batch`` fakes give G its gradient.
+
+    ``k = max(batch * decay**epoch, batch * min_fraction)``, rounded up: all fakes at first,
+    then fewer per epoch (0.99 per epoch in the paper) down to the floor (0.5-0.75 there).
+    ``min_fraction=1`` keeps every fake (off).
+    """
+    if not 0.0 < min_fraction <= 1.0 or not 0.0 < decay <= 1.0:
+        raise ValueError(f"top-k: min_fraction={min_fraction} and decay={decay} must be in (0, 1]")
+    return max(1, math.ceil(batch * max(decay**epoch, min_fraction)))
+
+
+def topk_logits(fake: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` fake logits D finds most realistic: the samples G learns from under top-k."""
+    return fake if k >= fake.shape[0] else torch.topk(fake, k, dim=0, sorted=False).values
+
+
+def consistency_penalty(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Balanced consistency regularisation (Zhao et al. 2021): D should score two random
+    augmentations of the same image alike: ``mean((D(T1(x)) - D(T2(x)))^2)``."""
+    return (logits_a - logits_b).pow(2).mean()

@@ -59,6 +59,7 @@ from augforge.errors import AugforgeError, ConfigError, TrainingError
 RESUME_MUTABLE = (
     "train.steps", "train.device", "train.num_workers", "train.checkpoint_every", "train.log_every",
     "train.sample_every", "train.eval_every", "train.out_dir", "train.compile", "tracking.",
+    "train.threads", "train.max_minutes", "train.eval_every_minutes", "train.eval_extra",
 )
 #: columns per row of a sample grid
 GRID_COLUMNS = 8
@@ -147,12 +148,15 @@ def _resolve_device(name: str, dist: _Dist) -> torch.device:
 
 
 def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. On a CPU ``auto`` stays fp32 (exact, portable);
+    ``bf16`` runs convolutions in bfloat16 through oneDNN, ~1.7x faster per step on an
+    AVX-512 BF16 CPU (benchmarks/README.md); fp16 autocast is a CUDA feature only."""
     if amp not in ("auto", "off", "bf16", "fp16"):
         raise ConfigError(f"train.amp={amp!r}: expected auto, off, bf16 or fp16")
     if device.type != "cuda":
-        if amp in ("bf16", "fp16"):
-            raise ConfigError(f"train.amp={amp} needs CUDA (device is {device}); use train.amp=off or auto")
-        return None
+        if amp == "fp16":
+            raise ConfigError(f"train.amp=fp16 needs CUDA (device is {device}); use train.amp=bf16, off or auto")
+        return torch.bfloat16 if amp == "bf16" else None
     if amp == "off":
         return None
     if amp == "fp16":
@@ -479,7 +483,8 @@ def train(
     # ---- 0. config + run folder ----------------------------------------------------------
     from augforge.checkpoint import load_checkpoint, save_checkpoint
     from augforge.grid import loss_curve_png, make_grid, save_png
-    from augforge.losses import get_loss, gradient_penalty, r1_penalty
+    from augforge.losses import (consistency_penalty, get_loss, gradient_penalty, lecam_penalty, r1_penalty,
+                                 topk_count, topk_logits)
 
     t = cfg.train
     resume_state = None
@@ -495,12 +500,22 @@ def train(
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 1")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay={t.ema_decay} must be in [0, 1)")
+    if not (0.0 < t.topk_min <= 1.0 and 0.0 < t.topk_decay <= 1.0):
+        raise ConfigError(f"train.topk_min={t.topk_min} and train.topk_decay={t.topk_decay} must be in (0, 1] (topk_min=1: off)")
+    if t.cr_weight > 0 and not t.diffaug:
+        raise ConfigError("train.cr_weight > 0 compares two augmentations of each image: set train.diffaug too, "
+                          "e.g. --set train.diffaug=color,translation,cutout")
+    for key in ("lecam_weight", "cr_weight", "max_minutes", "eval_every_minutes", "threads"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 0")
     d_loss_fn, g_loss_fn = get_loss(t.loss)
 
     # ---- 1. setup: distributed, device, seeds, AMP ---------------------------------------
     dist = _init_distributed(t.device)
     device = _resolve_device(t.device, dist)
     amp_dtype = _resolve_amp(t.amp, device)
+    if t.threads:
+        torch.set_num_threads(t.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -576,6 +591,8 @@ def train(
     best = {"metric": t.eval_metric, "value": None, "step": None}
     epoch_acc = {"sums": [0.0] * 4, "count": 0}
     window = {"sums": [0.0] * 4, "count": 0, "gp": 0.0, "r1": 0.0}
+    lecam = {"real": 0.0, "fake": 0.0, "updates": 0}  # LeCam's moving averages of D's mean logits
+    clock = {"before": 0.0, "start": time.monotonic()}  # training wall seconds of earlier sessions
     run_id = None
     # The training stream: seeded per rank after model init, so ranks draw different z.
     _seed_all(_derived_seed(t.seed, dist.rank, 1))
@@ -598,6 +615,8 @@ def train(
         best = dict(extra.get("best", best))
         epoch_acc = extra.get("epoch_acc", epoch_acc)
         window = extra.get("window", window)
+        lecam = dict(extra.get("lecam", lecam))
+        clock["before"] = float(extra.get("train_seconds", 0.0))
         run_id = s.get("run_id")
         ranks = extra.get("rng_per_rank") or [s["rng"]]
         if len(ranks) == dist.world:
@@ -626,7 +645,7 @@ def train(
     D_plain = torch.compile(D) if t.compile else D  # G step: D frozen, no DDP reduction
     augment = _diffaug(t.diffaug)
     autocast = (
-        (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
+        (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
     )
 
     # ---- 5. tracking + run_start hook -----------------------------------------------------------
@@ -652,7 +671,7 @@ def train(
         _call_hook("augforge_run_start", run=info)
 
     evaluator = None
-    if t.eval_every > 0 and dist.main:
+    if (t.eval_every > 0 or t.eval_every_minutes > 0) and dist.main:
         from augforge.evaluate import make_training_evaluator
 
         real_idx = np.asarray(splits.get("val", []))
@@ -662,6 +681,13 @@ def train(
     direction = getattr(evaluator, "direction", None) or _metric_direction(t.eval_metric)
 
     # ---- helpers bound to this run --------------------------------------------------------------
+    def train_seconds() -> float:
+        """Wall seconds this run has trained, earlier sessions included (train.max_minutes)."""
+        return clock["before"] + time.monotonic() - clock["start"]
+
+    stop_reason = {"value": None}
+    next_eval = {"t": 0.0}  # train_seconds() of the next timed evaluation, set when the loop starts
+
     def sample_grid() -> Path | None:
         if not dist.main:
             return None
@@ -695,6 +721,7 @@ def train(
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng,
             "extra": {
                 "pos": pos, "history": history, "best": best, "epoch_acc": epoch_acc, "window": window,
+                "lecam": lecam, "train_seconds": train_seconds(), "stop_reason": stop_reason["value"],
                 "scaler_g": scaler_g.state_dict() if fp16 else None,
                 "scaler_d": scaler_d.state_dict() if fp16 else None,
                 "rng_per_rank": per_rank, "world_size": dist.world, "run_dir": str(run_dir),
@@ -747,6 +774,8 @@ def train(
     win_time = {"start": time.perf_counter(), "data": 0.0, "steps": 0}
     ended_epochs: list[int] = []
     progress = _Progress(t.steps, step, enabled=dist.main, images_per_step=t.batch_size * dist.world)
+    clock["start"] = time.monotonic()  # the budget counts the loop, not the set-up (decoding, detector)
+    next_eval["t"] = train_seconds() + 60.0 * t.eval_every_minutes
 
     def next_batch():
         nonlocal epoch, pos
@@ -789,6 +818,25 @@ def train(
                         real_in = real_in.detach().requires_grad_(True)
                     logit_r, logit_f = D_run(real_in, y_d), D_run(fake_in, y_d)
                     loss_d = d_loss_fn(logit_r.float(), logit_f.float())
+                    if t.cr_weight > 0:  # bCR: a second random augmentation of the same images
+                        cr = (consistency_penalty(D_run(augment(real), y_d).float(), logit_r.float())
+                              + consistency_penalty(D_run(augment(fake.float()), y_d).float(), logit_f.float()))
+                        loss_d = loss_d + t.cr_weight * cr
+                        window["cr"] = window.get("cr", 0.0) + float(cr.detach())
+                if t.lecam_weight > 0:
+                    means = torch.stack([logit_r.detach().float().mean(), logit_f.detach().float().mean()])
+                    if dist.enabled:  # one average for all ranks, so every rank applies the same anchor
+                        torch.distributed.all_reduce(means)
+                        means = means / dist.world
+                    # moving averages; the first update copies (no bias towards the initial 0)
+                    decay = min(t.lecam_decay, lecam["updates"] / (lecam["updates"] + 1.0))
+                    mean_r, mean_f = means.tolist()
+                    lecam["real"] = decay * lecam["real"] + (1.0 - decay) * mean_r
+                    lecam["fake"] = decay * lecam["fake"] + (1.0 - decay) * mean_f
+                    lecam["updates"] += 1
+                    lc = lecam_penalty(logit_r.float(), logit_f.float(), lecam["real"], lecam["fake"])
+                    loss_d = loss_d + t.lecam_weight * lc
+                    window["lecam"] = window.get("lecam", 0.0) + float(lc.detach())
                 gp = r1 = None
                 if t.gp_weight > 0:
                     with torch.autocast(device.type, enabled=False):
@@ -803,9 +851,11 @@ def train(
             D.requires_grad_(False)
             z = torch.randn(t.batch_size, latent_dim, device=device)
             y_g = y if num_classes else None
+            # top-k: G learns only from the fakes D already finds most realistic (off: k = batch)
+            k = topk_count(t.batch_size, epoch + pos / bpe, t.topk_decay, t.topk_min)
             with autocast():
                 fake = G_run(z, y_g)
-                loss_g = g_loss_fn(D_plain(augment(fake), y_g).float())
+                loss_g = g_loss_fn(topk_logits(D_plain(augment(fake), y_g).float(), k))
             gn_g = _optimise(loss_g, opt_g, scaler_g, g_params, log_now)
 
             # -- 6c. EMA of G
@@ -853,6 +903,12 @@ def train(
                     m["gp"] = window["gp"] / n
                 if t.r1_gamma > 0:
                     m["r1"] = window["r1"] / n
+                if t.lecam_weight > 0:
+                    m["lecam"] = window.get("lecam", 0.0) / n
+                if t.cr_weight > 0:
+                    m["cr"] = window.get("cr", 0.0) / n
+                if t.topk_min < 1:
+                    m["topk_fraction"] = k / t.batch_size
                 tracker.log_metrics(m, step=step)
                 for k in ("loss_d", "loss_g", "d_real", "d_fake"):
                     history[k].append(m[k])
@@ -880,14 +936,23 @@ def train(
                 sample_grid()
                 last_sample["step"] = step
 
-            # -- 6f. in-training evaluation, best.pt, report()
-            if t.eval_every and step % t.eval_every == 0:
+            # -- 6f. wall budget, in-training evaluation, best.pt, report()
+            budget_hit = t.max_minutes > 0 and train_seconds() >= 60.0 * t.max_minutes
+            timed_eval = t.eval_every_minutes > 0 and train_seconds() >= next_eval["t"]
+            if dist.enabled and (t.max_minutes or t.eval_every_minutes):  # clocks differ: rank 0 decides
+                budget_hit, timed_eval = dist.broadcast((budget_hit, timed_eval))
+            evaluating = t.eval_every > 0 or t.eval_every_minutes > 0
+            if ((t.eval_every and step % t.eval_every == 0) or timed_eval
+                    or (budget_hit and evaluating and best["step"] != step)):  # the budget's last step counts too
+                if timed_eval:
+                    next_eval["t"] = train_seconds() + 60.0 * t.eval_every_minutes
                 if evaluator is not None:
                     net = ema if ema is not None else G
                     was_training = net.training
                     net.eval()
                     with _preserved_rng(device):
-                        em = {k: float(v) for k, v in evaluator(net).items()}
+                        em = {key: float(v) for key, v in evaluator(net).items()}
+                    em["train_minutes"] = train_seconds() / 60.0  # x-axis of quality-per-CPU-minute curves
                     net.train(was_training)
                     tracker.log_metrics(em, step=step)
                     last_metrics.update(em)
@@ -911,13 +976,21 @@ def train(
                         status = "KILLED"
                         raise
 
-            # -- 6g. checkpoint
-            if step % t.checkpoint_every == 0 or step == t.steps:
+            # -- 6g. checkpoint; the wall budget ends the run here, cleanly
+            if budget_hit:
+                stop_reason["value"] = "budget"
+            if step % t.checkpoint_every == 0 or step == t.steps or budget_hit:
                 write_checkpoint()
+            if budget_hit:
+                break
+        if stop_reason["value"] is None:
+            stop_reason["value"] = "steps"
     except _Stop:
         status = "KILLED"
+        stop_reason["value"] = f"signal {stop['signal']}"
     except BaseException as exc:
         error = exc
+        stop_reason["value"] = f"{'stopped by report()' if status == 'KILLED' else 'error'}: {type(exc).__name__}"
         if status != "KILLED":
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
     finally:
@@ -958,8 +1031,12 @@ def train(
     if dist.enabled:
         print(f"[rank {dist.rank}] final weights digest {_weights_digest(G, D, *([ema] if ema is not None else []))} step {step}", file=sys.stderr, flush=True)
     if dist.main:
+        tracker.set_tags({"stop_reason": str(stop_reason["value"]), "stop_detail": _stop_detail(stop_reason["value"], step, t, train_seconds(), best)})
         tracker.end(status)
         _call_hook("augforge_run_end", run=info, result=result)
+        if stop_reason["value"] == "budget":
+            print(f"\n{_stop_detail('budget', step, t, train_seconds(), best)}. "
+                  f"Continue with: augforge train --resume {run_dir} --set train.max_minutes=<more>", file=sys.stderr)
         if stop["signal"] and error is None:
             print(f"\n{stop['signal']}: stopped at step {step}; checkpoint {checkpoint}. "
                   f"Continue with: augforge train --resume {run_dir}", file=sys.stderr)
@@ -970,6 +1047,13 @@ def train(
     if error is not None:
         raise error
     return result
+
+
+def _stop_detail(reason: str | None, step: int, t, seconds: float, best: dict) -> str:
+    """One sentence for the run's ``stop_detail`` tag: why it ended, when, what was kept."""
+    kept = f"; best.pt is step {best['step']} ({best['metric']} {best['value']:.4g})" if best.get("value") is not None else ""
+    why = {"budget": f"wall budget of {t.max_minutes:g} min reached", "steps": f"all {t.steps} steps done"}.get(str(reason), str(reason))
+    return f"{why} at step {step} after {seconds / 60.0:.1f} min of training{kept}"
 
 
 def _nan_message(step, vals, saved_step, last_path, t, exact: bool) -> str:

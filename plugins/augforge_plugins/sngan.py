@@ -81,20 +81,35 @@ class CondBatchNorm(nn.Module):
         return h
 
 
+#: how feature maps are doubled in G. "nearest" copies each value into a 2x2 block; through
+#: three stages that is an 8x8-pixel block at 64 px, and at initialisation the 1x1 shortcuts
+#: (std ~2x the residual branch's, measured) carry those blocks straight to the output, so
+#: the images start tiled and a short CPU run never unlearns it. "bilinear" interpolates
+#: instead: no block edges for G to hide.
+UPSAMPLE_MODES = ("nearest", "bilinear")
+
+
+def _up(x: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "nearest":
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
 class UpBlock(nn.Module):
     """CBN-ReLU-up-conv-CBN-ReLU-conv, plus an upsampled 1x1 shortcut: doubles the side."""
 
-    def __init__(self, cin: int, cout: int, num_classes: int):
+    def __init__(self, cin: int, cout: int, num_classes: int, upsample: str = "nearest"):
         super().__init__()
+        self.upsample = upsample
         self.bn1, self.bn2 = CondBatchNorm(cin, num_classes), CondBatchNorm(cout, num_classes)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        h = F.interpolate(F.relu(self.bn1(x, labels)), scale_factor=2.0, mode="nearest")
+        h = _up(F.relu(self.bn1(x, labels)), self.upsample)
         h = self.conv2(F.relu(self.bn2(self.conv1(h), labels)))
-        return h + self.skip(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return h + self.skip(_up(x, self.upsample))
 
 
 class SNGANGenerator(Generator):
@@ -108,13 +123,16 @@ class SNGANGenerator(Generator):
         num_classes: int = 0,
         latent_dim: int = 128,
         channels: int = 32,  # width at the image resolution; x2 per halving up to x8
+        upsample: str = "nearest",  # nearest | bilinear (see UPSAMPLE_MODES)
     ):
         super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise ConfigError(f"sngan: upsample={upsample!r} not supported; valid: {', '.join(UPSAMPLE_MODES)}")
         self.image_size, self.num_classes, self.latent_dim = image_size, num_classes, latent_dim
         widths = [_width(channels, image_size, s) for s in _sides(image_size)]
         self.w0 = widths[0]
         self.fc = nn.Linear(latent_dim, 4 * 4 * widths[0])  # z -> 4x4 map
-        self.blocks = nn.ModuleList(UpBlock(a, b, num_classes) for a, b in zip(widths[:-1], widths[1:]))
+        self.blocks = nn.ModuleList(UpBlock(a, b, num_classes, upsample) for a, b in zip(widths[:-1], widths[1:]))
         self.bn_out = nn.BatchNorm2d(widths[-1])
         self.conv_out = nn.Conv2d(widths[-1], 3, 3, padding=1)
         for m in self.modules():
