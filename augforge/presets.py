@@ -88,7 +88,13 @@ PRESETS: dict[str, dict[str, object]] = {
         **_MODERN,
         "generator.channels": 16,
         "discriminator.channels": 16,
+        "generator.upsample": "bilinear",  # nearest tiled the images with 8-px blocks (blockiness 1.8)
         "train.batch_size": 32,
+        "train.amp": "bf16",  # AVX-512 BF16 convolutions; with channels_last 2.6x the fp32 step
+        "train.channels_last": True,
+        "train.lecam_weight": 0.3,
+        "train.topk_min": 0.5,
+        "train.topk_decay": 0.99,
         "train.steps": 6000,
         "train.eval_every": 500,
         "train.checkpoint_every": 250,

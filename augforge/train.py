@@ -166,6 +166,10 @@ def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+#: the clock of ``train.max_minutes`` and ``train.eval_every_minutes`` (seconds; tests substitute it)
+_clock = time.monotonic
+
+
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -592,7 +596,7 @@ def train(
     epoch_acc = {"sums": [0.0] * 4, "count": 0}
     window = {"sums": [0.0] * 4, "count": 0, "gp": 0.0, "r1": 0.0}
     lecam = {"real": 0.0, "fake": 0.0, "updates": 0}  # LeCam's moving averages of D's mean logits
-    clock = {"before": 0.0, "start": time.monotonic()}  # training wall seconds of earlier sessions
+    clock = {"before": 0.0, "start": _clock()}  # training wall seconds of earlier sessions
     run_id = None
     # The training stream: seeded per rank after model init, so ranks draw different z.
     _seed_all(_derived_seed(t.seed, dist.rank, 1))
@@ -683,7 +687,7 @@ def train(
     # ---- helpers bound to this run --------------------------------------------------------------
     def train_seconds() -> float:
         """Wall seconds this run has trained, earlier sessions included (train.max_minutes)."""
-        return clock["before"] + time.monotonic() - clock["start"]
+        return clock["before"] + _clock() - clock["start"]
 
     stop_reason = {"value": None}
     next_eval = {"t": 0.0}  # train_seconds() of the next timed evaluation, set when the loop starts
@@ -774,7 +778,7 @@ def train(
     win_time = {"start": time.perf_counter(), "data": 0.0, "steps": 0}
     ended_epochs: list[int] = []
     progress = _Progress(t.steps, step, enabled=dist.main, images_per_step=t.batch_size * dist.world)
-    clock["start"] = time.monotonic()  # the budget counts the loop, not the set-up (decoding, detector)
+    clock["start"] = _clock()  # the budget counts the loop, not the set-up (decoding, detector)
     next_eval["t"] = train_seconds() + 60.0 * t.eval_every_minutes
 
     def next_batch():

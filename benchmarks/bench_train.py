@@ -21,6 +21,8 @@ median of the repeats is reported.
     python benchmarks/bench_train.py                       # all models, 32/64/128 px, CPU
     python benchmarks/bench_train.py --models sngan --sizes 64 --device cuda --batch-size 64
     python benchmarks/bench_train.py --models fake --sizes 16 --steps 300 --repeats 3 --threads 1
+    python benchmarks/bench_train.py --recipes modern-cpu-v1,modern-cpu --threads 1 --repeats 3
+                         # recipe against recipe (64 px): images per CPU-second, FLOP rate vs gemm peak
 
 The ``fake`` model (augforge.testing: one linear + one conv layer) is the overhead probe: its
 step costs almost nothing, so ours - plain per step is the loop's fixed cost per step in
@@ -219,8 +221,96 @@ def _plain_loop(cfg, steps: int) -> None:
                     be.copy_(b)
 
 
+#: side-by-side recipes (``--recipes``): the first modern-cpu preset against today's
+RECIPES = {
+    "modern-cpu-v1": ("modern", {"generator.channels": 16, "discriminator.channels": 16, "train.batch_size": 32}),
+    "modern-cpu": ("modern-cpu", {}),
+}
+
+
+def _gemm_rate(dtype: torch.dtype, n: int = 1024, reps: int = 5) -> float:
+    """Measured GFLOP per CPU-second of an n x n matrix product: the machine's practical peak for
+    that dtype (CPU time, like the steps, so other processes on the machine do not lower it)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(reps):
+        t = time.process_time()
+        for _ in range(4):
+            torch.mm(a, b)
+        times.append((time.process_time() - t) / 4)
+    return 2 * n**3 / min(times) / 1e9
+
+
+def _step_flops(cfg) -> float:
+    """FLOPs of one training step (G forward for D's fakes, D forward+backward on real and fake
+    (twice more with bCR), G+D forward+backward for G's update), counted by torch's FlopCounterMode
+    on convolutions and matrix products (DiffAugment, norms and activations are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from augforge import registry
+
+    nc, B, S = 7, cfg.train.batch_size, cfg.data.image_size
+    G = registry.build("generator", cfg.model.generator, image_size=S, num_classes=nc, latent_dim=cfg.model.latent_dim, **cfg.generator)
+    D = registry.build("discriminator", cfg.discriminator_name, image_size=S, num_classes=nc, **cfg.discriminator)
+    y, real = torch.randint(0, nc, (B,)), torch.randn(B, 3, S, S)
+    with FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
+            fake = G(torch.randn(B, cfg.model.latent_dim), y)
+        passes = 2 if cfg.train.cr_weight > 0 else 1
+        loss = sum(D(real, y).mean() + D(fake, y).mean() for _ in range(passes))
+        loss.backward()
+        D(G(torch.randn(B, cfg.model.latent_dim), y), y).mean().backward()
+    return float(counter.get_total_flops())
+
+
+def bench_recipes(args) -> int:
+    """``--recipes``: the same step, recipe against recipe, in one process, interleaved."""
+    from augforge.config import resolve
+
+    names = args.recipes.split(",")
+    gemm = {"fp32": _gemm_rate(torch.float32), "bf16": _gemm_rate(torch.bfloat16)}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cfgs = {}
+        for name in names:
+            preset, over = RECIPES[name]
+            cfgs[name] = resolve(preset, {**over, "data.name": "synthetic-lesions", "data.image_size": args.sizes.split(",")[0],
+                                          "train.steps": args.steps or 12, "train.log_every": 4, "train.checkpoint_every": 10**9,
+                                          "train.sample_every": 10**9, "train.eval_every": 0, "train.out_dir": tmp,
+                                          "train.device": args.device})
+        results = {n: [] for n in names}
+        for _ in range(args.repeats):
+            for name in names:
+                results[name].append(run_ours(cfgs[name]))
+        for name in names:
+            cfg, rs = cfgs[name], results[name]
+            B = cfg.train.batch_size
+            cpu_s = float(np.median([r["cpu_s"] for r in rs]))
+            wall_s = float(np.median([r["step_s"] for r in rs]))
+            flops = _step_flops(cfg)
+            peak = gemm["bf16" if cfg.train.amp == "bf16" else "fp32"]
+            rows.append({"recipe": name, "batch": B, "amp": cfg.train.amp, "channels_last": cfg.train.channels_last,
+                         "images_per_cpu_s": round(B / cpu_s, 2), "images_per_s": round(B / wall_s, 2),
+                         "gflop_per_step": round(flops / 1e9, 2), "gflop_per_cpu_s": round(flops / cpu_s / 1e9, 1),
+                         "gemm_peak_gflop_s": round(peak, 1), "share_of_gemm_peak_pct": round(100 * flops / cpu_s / 1e9 / peak, 1)})
+    base = rows[0]["images_per_cpu_s"]
+    print(f"\nmeasured gemm peak (1024^2, {torch.get_num_threads()} thread(s)): fp32 {gemm['fp32']:.1f}, bf16 {gemm['bf16']:.1f} GFLOP/s")
+    print("| recipe | batch | amp | channels_last | img/CPU-s | img/s (wall) | GFLOP/step | GFLOP/CPU-s | % of gemm peak | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['recipe']} | {r['batch']} | {r['amp']} | {r['channels_last']} | {r['images_per_cpu_s']} | {r['images_per_s']} "
+              f"| {r['gflop_per_step']} | {r['gflop_per_cpu_s']} | {r['share_of_gemm_peak_pct']} % | {r['images_per_cpu_s'] / base:.2f}x |")
+    out = Path(args.out).with_name("bench_train_recipes.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"gemm_gflop_s": gemm, "threads": torch.get_num_threads(), "load_avg_at_end": os.getloadavg(),
+                               "rows": rows}, indent=2) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipes", default="", help=f"compare recipes side by side instead: e.g. {','.join(RECIPES)} (64 px)")
     ap.add_argument("--models", default="dcgan,cdcgan,sngan")
     ap.add_argument("--sizes", default="32,64,128")
     ap.add_argument("--steps", type=int, default=0, help="steps per measured run (0: by size)")
@@ -232,6 +322,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.recipes:
+        args.sizes = args.sizes if args.sizes != "32,64,128" else "64"
+        return bench_recipes(args)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

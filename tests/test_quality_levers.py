@@ -1,0 +1,189 @@
+"""Learning-per-image and speed options of the loop: LeCam, top-k, bCR, bf16 on CPU, the wall
+budget; the blockiness test and sngan's bilinear upsampling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from augforge.checkpoint import load_checkpoint
+from augforge.config import resolve
+from augforge.errors import ConfigError
+from augforge.losses import consistency_penalty, lecam_penalty, topk_count, topk_logits
+from augforge.tracking import NullTracker
+
+FAKE = {
+    "data.name": "fake-blobs", "model.generator": "fake", "data.image_size": 16, "model.latent_dim": 8,
+    "train.batch_size": 8, "train.steps": 12, "train.checkpoint_every": 4, "train.log_every": 2,
+}
+
+
+def fake_cfg(tmp_path, **over):
+    return resolve("", {**FAKE, "train.out_dir": str(tmp_path / "runs"), **{k.replace("__", "."): v for k, v in over.items()}})
+
+
+class TagTracker(NullTracker):
+    def __init__(self):
+        super().__init__()
+        self.tags = {}
+
+    def set_tags(self, tags):
+        self.tags.update(tags)
+
+
+def run(cfg, **kw):
+    from augforge.train import train
+
+    kw.setdefault("tracker", NullTracker())
+    return train(cfg, **kw)
+
+
+def test_lecam_penalty_matches_the_paper_formula():
+    real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-3.0, 1.0])
+    ema_real, ema_fake = 0.8, -0.4
+    # mean(relu(D(x) - ema_fake)^2) + mean(relu(ema_real - D(G(z)))^2), by hand:
+    first = ((2.0 + 0.4) ** 2 + (0.5 + 0.4) ** 2 + 0.0) / 3
+    second = ((0.8 + 3.0) ** 2 + 0.0) / 2
+    assert lecam_penalty(real, fake, ema_real, ema_fake).item() == pytest.approx(first + second)
+    # no penalty once D's real logits sit below the fake average and its fake logits above the real one
+    assert lecam_penalty(torch.tensor([-1.0]), torch.tensor([1.0]), 0.0, 0.0).item() == 0.0
+
+
+def test_topk_keeps_the_k_fakes_d_rates_best_and_decays_to_its_floor():
+    logits = torch.tensor([0.1, 3.0, -2.0, 1.5, 0.7, -0.3])
+    assert sorted(topk_logits(logits, 2).tolist()) == [1.5, 3.0]
+    assert torch.equal(topk_logits(logits, 6), logits)
+    assert topk_count(64, 0, 0.99, 0.5) == 64  # all fakes at the start
+    assert topk_count(64, 10, 0.99, 0.5) == math.ceil(64 * 0.99**10)
+    assert topk_count(64, 500, 0.99, 0.5) == 32  # the floor
+    assert topk_count(64, 500, 0.99, 1.0) == 64  # min_fraction 1: off
+    with pytest.raises(ValueError, match="must be in"):
+        topk_count(64, 0, 0.99, 0.0)
+
+
+def test_topk_gradient_reaches_only_the_selected_fakes():
+    logits = torch.tensor([0.1, 3.0, -2.0, 1.5], requires_grad=True)
+    (-topk_logits(logits, 2).mean()).backward()
+    assert logits.grad.tolist() == [0.0, -0.5, 0.0, -0.5]
+
+
+def test_consistency_penalty_is_the_mean_squared_difference():
+    assert consistency_penalty(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 0.0])).item() == pytest.approx(2.0)
+
+
+def test_new_levers_resume_bitwise_exact_with_bf16_on_cpu(tmp_path, fakes):
+    over = dict(train__ema_decay=0.9, train__diffaug="color,translation,cutout", train__lecam_weight=0.3,
+                train__topk_min=0.5, train__topk_decay=0.5, train__cr_weight=1.0, train__amp="bf16",
+                train__channels_last=True, train__device="cpu")
+    full = run(fake_cfg(tmp_path, **over))
+    part = run(fake_cfg(tmp_path, train__steps=5, **over))
+    resumed = run(fake_cfg(tmp_path, **over), resume=part.run_dir)
+    a, b = load_checkpoint(full.checkpoint), load_checkpoint(resumed.checkpoint)
+    for key in ("generator", "discriminator", "g_ema", "opt_g", "opt_d"):
+        for (name, x), y in zip(a[key]["state"].items() if "state" in a[key] else a[key].items(),
+                                (b[key]["state"] if "state" in b[key] else b[key]).values()):
+            if isinstance(x, torch.Tensor):
+                assert torch.equal(x, y), f"{key}/{name}"
+    assert a["extra"]["lecam"] == b["extra"]["lecam"] and a["extra"]["lecam"]["updates"] == 12
+    assert a["extra"]["history"] == b["extra"]["history"]
+
+
+def test_bf16_on_cpu_really_autocasts(tmp_path, fakes, monkeypatch):
+    seen = []
+    orig = torch.nn.functional.conv2d
+
+    def spy(x, *a, **k):
+        out = orig(x, *a, **k)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", spy)
+    result = run(fake_cfg(tmp_path, train__amp="bf16", train__device="cpu", train__steps=2))
+    assert result.status == "FINISHED"
+    if seen:  # the fake models use conv layers through F.conv2d
+        assert torch.bfloat16 in seen
+    with pytest.raises(ConfigError, match="fp16 needs CUDA"):
+        run(fake_cfg(tmp_path, train__amp="fp16", train__device="cpu"))
+
+
+def test_wall_budget_stops_cleanly_keeps_best_and_says_why(tmp_path, fakes, monkeypatch):
+    import augforge.evaluate
+    import augforge.train
+
+    now = {"s": 0.0}  # a clock that moves only when the evaluator says so: the test cannot race the machine
+    monkeypatch.setattr(augforge.train, "_clock", lambda: now["s"])
+    values = iter([5.0, 1.0, 7.0, 8.0])
+
+    def fake_evaluator(cfg, real, device):
+        def evaluate(generator):
+            value = next(values)
+            if value == 1.0:
+                now["s"] += 120.0  # the second evaluation takes two minutes: the 1-minute budget is spent
+            return {"kid": value}
+
+        evaluate.direction = "minimize"
+        return evaluate
+
+    monkeypatch.setattr(augforge.evaluate, "make_training_evaluator", fake_evaluator)
+    reported = []
+    tracker = TagTracker()
+    result = run(fake_cfg(tmp_path, train__eval_every=2, train__max_minutes=1, train__steps=10_000,
+                          train__checkpoint_every=1000), tracker=tracker, report=lambda s, m: reported.append((s, m["kid"])))
+    # evaluated at 2 and 4; the budget is seen at step 5, which is evaluated too, checkpointed, and the end
+    assert reported == [(2, 5.0), (4, 1.0), (5, 7.0)]
+    assert result.status == "FINISHED" and result.step == 5
+    assert tracker.tags["stop_reason"] == "budget"
+    assert tracker.tags["stop_detail"] == "wall budget of 1 min reached at step 5 after 2.0 min of training; best.pt is step 4 (kid 1)"
+    assert load_checkpoint(result.best_checkpoint)["step"] == 4
+    last = load_checkpoint(result.checkpoint)
+    assert last["step"] == 5 and last["extra"]["stop_reason"] == "budget" and last["extra"]["train_seconds"] == 120.0
+    assert result.metrics["train_minutes"] == 2.0
+
+
+def test_option_errors_name_the_key(tmp_path, fakes):
+    with pytest.raises(ConfigError, match="train.cr_weight > 0 .* set train.diffaug"):
+        run(fake_cfg(tmp_path, train__cr_weight=1.0))
+    with pytest.raises(ConfigError, match=r"train.topk_min=0.0"):
+        run(fake_cfg(tmp_path, train__topk_min=0.0))
+
+
+def test_unknown_extra_evaluator_lists_the_valid_ones(tmp_path, fakes):
+    with pytest.raises(ConfigError, match="train.eval_extra: unknown evaluator 'nope'; evaluators: .*blockiness"):
+        run(fake_cfg(tmp_path, train__eval_every=4, train__eval_extra="nope"))
+
+
+def test_blockiness_finds_block_copies_and_not_smooth_images():
+    from augforge_plugins.artefacts import block_step_ratio
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (16, 8, 8, 3)).astype(np.uint8)
+    blocky = small.repeat(8, axis=1).repeat(8, axis=2)  # nearest x8: constant 8x8 blocks
+    assert block_step_ratio(blocky, 8) > 50  # steps only at the borders
+    noise = rng.integers(0, 256, (16, 64, 64, 3)).astype(np.uint8)
+    assert block_step_ratio(noise, 8) == pytest.approx(1.0, abs=0.05)
+    shifted = np.roll(blocky, 4, axis=2)  # the same blocks off the grid: the 8-px test no longer fires
+    assert block_step_ratio(shifted, 8) < 0.1
+    with pytest.raises(ValueError, match="at least 32 px wide"):
+        block_step_ratio(noise[:, :, :20], 16)
+
+
+def test_sngan_bilinear_upsampling_builds_exports_and_rejects_unknown_modes():
+    from augforge_plugins.artefacts import block_step_ratio
+    from augforge_plugins.sngan import SNGANGenerator
+
+    torch.manual_seed(0)
+    nearest = SNGANGenerator(image_size=32, num_classes=3, channels=8).eval()
+    torch.manual_seed(0)
+    bilinear = SNGANGenerator(image_size=32, num_classes=3, channels=8, upsample="bilinear").eval()
+    z, y = torch.randn(64, 128), torch.arange(64) % 3
+    with torch.no_grad():
+        a, b = nearest(z, y), bilinear(z, y)
+    assert b.shape == (64, 3, 32, 32) and not torch.equal(a, b)
+    to_u8 = lambda x: ((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)  # noqa: E731
+    # at initialisation nearest upsampling already tiles the image with 8-px blocks
+    assert block_step_ratio(to_u8(a), 8) > 1.3 > block_step_ratio(to_u8(b), 8)
+    with pytest.raises(ConfigError, match="valid: nearest, bilinear"):
+        SNGANGenerator(image_size=32, upsample="bicubic")
