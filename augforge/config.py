@@ -75,6 +75,7 @@ class TrainConfig:
     eval_extra: str = ""  # more cheap evaluators logged at each evaluation, e.g. "fid,detection-rate"
     eval_every_minutes: float = 0.0  # also evaluate each time this much wall time passed (0 = off)
     max_minutes: float = 0.0  # wall-clock budget of the run in minutes, resumes included (0 = none)
+    budget_clock: str = "wall"  # wall | cpu: what max_minutes and eval_every_minutes count (cpu: this process's CPU time, fair when runs share cores)
     out_dir: str = "runs"  # run folders are created under it
 
 

@@ -509,6 +509,8 @@ def train(
     if t.cr_weight > 0 and not t.diffaug:
         raise ConfigError("train.cr_weight > 0 compares two augmentations of each image: set train.diffaug too, "
                           "e.g. --set train.diffaug=color,translation,cutout")
+    if t.budget_clock not in ("wall", "cpu"):
+        raise ConfigError(f"train.budget_clock={t.budget_clock!r}: expected wall or cpu")
     for key in ("lecam_weight", "cr_weight", "max_minutes", "eval_every_minutes", "threads"):
         if getattr(t, key) < 0:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 0")
@@ -596,7 +598,9 @@ def train(
     epoch_acc = {"sums": [0.0] * 4, "count": 0}
     window = {"sums": [0.0] * 4, "count": 0, "gp": 0.0, "r1": 0.0}
     lecam = {"real": 0.0, "fake": 0.0, "updates": 0}  # LeCam's moving averages of D's mean logits
-    clock = {"before": 0.0, "start": _clock()}  # training wall seconds of earlier sessions
+    # the budget's clock: wall seconds, or this process's CPU seconds (all threads) for races on shared cores
+    tick = time.process_time if t.budget_clock == "cpu" else _clock
+    clock = {"before": 0.0, "start": tick()}  # training wall seconds of earlier sessions
     run_id = None
     # The training stream: seeded per rank after model init, so ranks draw different z.
     _seed_all(_derived_seed(t.seed, dist.rank, 1))
@@ -686,8 +690,8 @@ def train(
 
     # ---- helpers bound to this run --------------------------------------------------------------
     def train_seconds() -> float:
-        """Wall seconds this run has trained, earlier sessions included (train.max_minutes)."""
-        return clock["before"] + _clock() - clock["start"]
+        """Seconds (wall or CPU, train.budget_clock) this run has trained, earlier sessions included."""
+        return clock["before"] + tick() - clock["start"]
 
     stop_reason = {"value": None}
     next_eval = {"t": 0.0}  # train_seconds() of the next timed evaluation, set when the loop starts
@@ -778,7 +782,7 @@ def train(
     win_time = {"start": time.perf_counter(), "data": 0.0, "steps": 0}
     ended_epochs: list[int] = []
     progress = _Progress(t.steps, step, enabled=dist.main, images_per_step=t.batch_size * dist.world)
-    clock["start"] = _clock()  # the budget counts the loop, not the set-up (decoding, detector)
+    clock["start"] = tick()  # the budget counts the loop, not the set-up (decoding, detector)
     next_eval["t"] = train_seconds() + 60.0 * t.eval_every_minutes
 
     def next_batch():
@@ -1057,7 +1061,7 @@ def train(
 def _stop_detail(reason: str | None, step: int, t, seconds: float, best: dict) -> str:
     """One sentence for the run's ``stop_detail`` tag: why it ended, when, what was kept."""
     kept = f"; best.pt is step {best['step']} ({best['metric']} {best['value']:.4g})" if best.get("value") is not None else ""
-    why = {"budget": f"wall budget of {t.max_minutes:g} min reached", "steps": f"all {t.steps} steps done"}.get(str(reason), str(reason))
+    why = {"budget": f"{t.budget_clock} budget of {t.max_minutes:g} min reached", "steps": f"all {t.steps} steps done"}.get(str(reason), str(reason))
     return f"{why} at step {step} after {seconds / 60.0:.1f} min of training{kept}"
 
 

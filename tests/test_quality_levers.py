@@ -148,6 +148,15 @@ def test_option_errors_name_the_key(tmp_path, fakes):
         run(fake_cfg(tmp_path, train__cr_weight=1.0))
     with pytest.raises(ConfigError, match=r"train.topk_min=0.0"):
         run(fake_cfg(tmp_path, train__topk_min=0.0))
+    with pytest.raises(ConfigError, match="train.budget_clock='gpu': expected wall or cpu"):
+        run(fake_cfg(tmp_path, train__budget_clock="gpu"))
+
+
+def test_cpu_budget_clock_counts_process_time(tmp_path, fakes):
+    tracker = TagTracker()
+    result = run(fake_cfg(tmp_path, train__budget_clock="cpu", train__max_minutes=1e-6, train__steps=10_000), tracker=tracker)
+    assert result.step < 10_000 and tracker.tags["stop_reason"] == "budget"
+    assert tracker.tags["stop_detail"].startswith("cpu budget of 1e-06 min reached")
 
 
 def test_unknown_extra_evaluator_lists_the_valid_ones(tmp_path, fakes):
