@@ -135,8 +135,10 @@ class SyntheticLesions:
         i = self._index(i)
         img = self._get(i)
         if img is None:
-            # reading in order: render the next READ_AHEAD items in one call; else just this one
-            stop = min(len(self), i + READ_AHEAD) if i == self._last + 1 else i + 1
+            # reading in order: render the next items in one call (as many as the cache holds, at
+            # most READ_AHEAD); else just this one
+            ahead = min(READ_AHEAD, self.cache_bytes // int(np.prod(self.image_shape))) if i == self._last + 1 else 1
+            stop = min(len(self), i + max(ahead, 1))
             img = self._render(np.arange(i, stop))[0]
         self._last = i
         return img

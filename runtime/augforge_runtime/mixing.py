@@ -70,17 +70,21 @@ def check_labels_agree(synthetic: SyntheticLesions, vocabulary: list[str] | None
         return  # the caller mapped the labels explicitly
     fix = {name: vocabulary.index(name) for name in synthetic.counts if name in vocabulary}
     for label, name in synthetic.label_names.items():
+        if synthetic.label_map is None and name not in vocabulary:
+            raise RuntimeModelError(
+                f"the real data have no class {name!r} (real: {', '.join(vocabulary)}): leave it out of the sampler's "
+                f"counts, or map it to a real id with label_map"
+            )
         if not 0 <= label < len(vocabulary):
             raise RuntimeModelError(
                 f"synthetic class {name!r} is labelled {label}, outside the real vocabulary 0..{len(vocabulary) - 1} "
                 f"({', '.join(vocabulary)}); label_map={fix}"
             )
         if synthetic.label_map is None and vocabulary[label] != name:
-            hint = f"build the sampler with label_map={fix}" if name in vocabulary else \
-                f"the real data have no class {name!r}: leave it out of counts, or map it with label_map"
             raise RuntimeModelError(
                 f"label vocabularies differ: synthetic {name!r} is label {label} but the real dataset's label {label} is "
-                f"{vocabulary[label]!r} (real: {', '.join(vocabulary)}; synthetic: {', '.join(synthetic.class_names)}); {hint}"
+                f"{vocabulary[label]!r} (real: {', '.join(vocabulary)}; synthetic: {', '.join(synthetic.class_names)}); "
+                f"build the sampler with label_map={fix}"
             )
 
 
