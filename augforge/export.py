@@ -438,9 +438,13 @@ def register_onnx(onnx_path: str | os.PathLike, name: str, *, alias: str = DEFAU
         finally:
             tracker.end()
     version = str(info.registered_model_version)
-    version_tags = {f"augforge.{k}": v[:5000] for k, v in meta.items()} | (tags or {})
+    # the full run config stays in the file (and the run); a tag of it only crowds the UI
+    version_tags = {f"augforge.{k}": v[:5000] for k, v in meta.items() if k != "config"} | (tags or {})
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
+    from augforge.tracking import describe_model_version
+
+    describe_model_version(client, name, version, meta, run_id=meta.get("training_run_id") or run_id)
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return client.get_model_version(name, version)

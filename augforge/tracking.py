@@ -17,6 +17,7 @@ Runs follow MLflow's recommendations for model training, so they read well in it
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,11 @@ class MlflowTracker(NullTracker):
     """One MLflow run per ``start()``; nested runs for sweep trials."""
 
     def __init__(self, uri: str = "", experiment: str = "augforge"):
+        import logging
+
         import mlflow
 
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines per run
         self.mlflow = mlflow
         self.uri = uri or default_tracking_uri()
         self.experiment = experiment
@@ -205,6 +209,30 @@ def describe_run(params: dict[str, str], metrics: dict[str, float] | None = None
     lines.append("Datasets: see the run's inputs; splits.csv lists every image and its split.")
     return "\n\n".join(lines)
 
+
+
+def describe_model_version(client, name: str, version: str, meta: dict[str, str], run_id: str | None = None) -> None:
+    """Describe a registered version for the registry UI: what it makes, where it was trained, and
+    its training run's evaluation metrics (``eval/*``, ``best_*``), also set as ``metric.*`` tags."""
+    metrics: dict[str, float] = {}
+    if run_id:
+        try:
+            metrics = client.get_run(run_id).data.metrics
+        except Exception:  # the run lives in another store: describe the file alone
+            metrics = {}
+    scores = {k: v for k, v in sorted(metrics.items()) if k.startswith(("eval/", "best_"))}
+    for key, value in scores.items():
+        client.set_model_version_tag(name, version, f"metric.{key}", f"{value:.6g}")
+    classes = ", ".join(json.loads(meta.get("class_names") or "[]")) or "(unconditional)"
+    lines = [
+        f"**{meta.get('generator') or 'generator'}** at {meta.get('image_size')} px making {classes}; "
+        f"trained on {meta.get('dataset') or '?'} for {meta.get('step') or '?'} steps"
+        + (f" in run {run_id}" if run_id else "") + f". Input z ~ N(0, 1) [batch, {meta.get('latent_dim')}], "
+        f"output {meta.get('output_layout')} in {meta.get('value_range')}.",
+        ("Evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()) + ".") if scores else
+        "No evaluation metrics on its training run yet: `augforge evaluate --run RUN_ID` adds them.",
+    ]
+    client.update_model_version(name, version, description="\n\n".join(lines))
 
 
 def code_version() -> dict[str, str]:

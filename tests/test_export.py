@@ -268,6 +268,7 @@ def test_register_into_a_finished_run_keeps_its_status(fakes, tmp_path):
 
     tracker = MlflowTracker("", "augforge").start(run_name="training")
     run_id = tracker.run_id
+    tracker.log_metrics({"eval/kid": 0.0123, "loss_g": 1.5})
     tracker.end("KILLED")
     path = export_onnx(_fake(fakes), tmp_path / "g.onnx", {"class_names": CLASSES, "training_run_id": run_id},
                        exporter="torchscript")
@@ -275,3 +276,7 @@ def test_register_into_a_finished_run_keeps_its_status(fakes, tmp_path):
     client = mlflow.MlflowClient()
     assert client.get_run(run_id).info.status == "KILLED"
     assert mv.run_id == run_id and mv.tags["augforge.training_run_id"] == run_id
+    # described for the registry UI with its run's evaluation metrics; the config stays in the file
+    assert "Evaluation: eval/kid 0.0123." in mv.description and "z ~ N(0, 1)" in mv.description
+    assert mv.tags["metric.eval/kid"] == "0.0123" and "metric.loss_g" not in mv.tags
+    assert "augforge.config" not in mv.tags
