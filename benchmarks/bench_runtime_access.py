@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=64, help="DataLoader batch size for the batched pass")
-    ap.add_argument("--small-cache-mb", type=float, default=4.0, help="the small cache (MB) for the bounded rows")
+    ap.add_argument("--small-cache-mb", type=float, default=0.5, help="the small cache (MB) for the bounded rows")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     args = ap.parse_args()
 
