@@ -59,6 +59,8 @@ def _local_store(uri: str) -> Path | None:
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         return Path(unquote(parsed.path))
+    if uri == "databricks" or uri.startswith("databricks://"):
+        return None
     if not parsed.scheme or re.fullmatch(r"[a-zA-Z]", parsed.scheme):  # a plain path (or a Windows drive)
         return Path(uri)
     return None
