@@ -225,6 +225,10 @@ def test_cache_reuses_images_and_read_ahead_is_bounded(onnx_files):
         ds[i]
     ds[5]
     assert ds.rendered == before  # all cached
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(ds))  # what a spawned DataLoader worker gets: no cached images
+    assert len(copy._cache) == 0 and np.array_equal(copy[5][0], ds[5][0])
     with pytest.raises(RuntimeModelError, match="cache_mb must be"):
         SyntheticLesions(onnx_files["cond"], per_class=1, cache_mb=-1)
 

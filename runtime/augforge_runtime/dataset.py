@@ -77,6 +77,12 @@ class SyntheticLesions:
         self._last = -2  # last index read, to detect in-order reading
         self.rendered = 0
 
+    # DataLoader workers (spawned ones receive a pickle) start with an empty cache of their own
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_cache"], state["_cached"] = OrderedDict(), 0
+        return state
+
     def __len__(self) -> int:
         return len(self.labels)
 
