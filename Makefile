@@ -6,11 +6,11 @@ PYTEST := $(PY) -m pytest
 
 .PHONY: install system-deps demo test test-slow bench clean team-up team-down docker-config
 
-$(STAMP): pyproject.toml plugins/pyproject.toml
+$(STAMP): pyproject.toml plugins/pyproject.toml runtime/pyproject.toml
 	python3 -m venv $(VENV)
 	# The local CPU build of torch first: an open `torch` requirement would pull CUDA wheels.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]' -e plugins
+	$(PY) -m pip install -q -e runtime -e '.[test]' -e plugins
 	touch $(STAMP)
 
 install: $(STAMP)

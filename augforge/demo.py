@@ -15,13 +15,14 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
-#: the demo run: the smoke preset, longer, with in-training KID (best checkpoint) -- a few minutes on 2 cores
+#: the demo run: the smoke preset, longer, with in-training KID (best checkpoint) -- a few minutes on 2 cores;
+#: tracked in the same experiment as `augforge train` ("augforge"), so the UI compares them side by side
 DEMO = {"train.steps": 200, "train.eval_every": 50, "train.eval_metric": "kid", "train.checkpoint_every": 50,
-        "train.sample_every": 50, "tracking.experiment": "augforge-demo"}
+        "train.sample_every": 50}
 #: --quick: seconds, for tests
 QUICK = {"train.steps": 6, "train.eval_every": 3, "train.eval_metric": "kid", "train.checkpoint_every": 3,
          "train.sample_every": 3, "train.log_every": 1, "train.batch_size": 8, "dataset.n_per_class": 16,
-         "dataset.classes": ["nv", "mel", "bcc"], "tracking.experiment": "augforge-demo"}
+         "dataset.classes": ["nv", "mel", "bcc"]}
 
 
 def run_demo(out: str | Path = "outputs/demo", *, quick: bool = False, overrides: dict | None = None,

@@ -21,7 +21,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -32,13 +31,15 @@ import numpy as np
 
 from augforge import __version__
 from augforge.errors import AugforgeError
-from augforge.runtime import FORMAT  # the files' format tag; defined in the torch-free runtime, which checks it
+from augforge.runtime import FORMAT, LATENT_DISTRIBUTION  # the files' contract; the torch-free runtime checks it
 
 METADATA_KEYS = (
-    "format", "class_names", "num_classes", "conditional", "latent_dim", "image_size", "value_range",
-    "output_layout", "training_run_id", "dataset", "dataset_config", "generator", "step", "ema", "checkpoint",
-    "config", "augforge_version", "exporter",
+    "format", "class_names", "num_classes", "conditional", "latent_dim", "latent_distribution", "inputs",
+    "image_size", "value_range", "output_layout", "training_run_id", "dataset", "dataset_config", "generator",
+    "step", "ema", "checkpoint_sha256", "config", "augforge_version", "exporter",
 )
+#: config entries that only describe the exporting machine (folders); left out of the file
+MACHINE_LOCAL = {"train": ("out_dir",), "data": ("cache_dir",)}
 PARITY_ATOL = 1e-4  # max abs difference on the [-1, 1] float output
 PARITY_BATCHES = (1, 16)  # batch 1 and a larger batch: proves the dynamic batch axis works
 DEFAULT_ALIAS = "champion"
@@ -224,12 +225,19 @@ def _metadata_props(generator, metadata: dict[str, Any], uint8: bool) -> dict[st
     k = int(getattr(generator, "num_classes", 0))
     if k and len(class_names) != k:
         raise ExportError(f"generator has {k} classes but metadata names {len(class_names)}: {class_names}")
+    conditional = bool(getattr(generator, "conditional", False))
+    latent = int(generator.latent_dim)
+    inputs = {"z": f"float32 [batch, {latent}], each entry drawn independently from N(0, 1)"}
+    if conditional:
+        inputs["label"] = f"int64 [batch] in 0..{k - 1}, the index into class_names (the graph does not check it)"
     props = {
         "format": FORMAT,
         "class_names": json.dumps(class_names),
         "num_classes": str(k),
-        "conditional": json.dumps(bool(getattr(generator, "conditional", False))),
-        "latent_dim": str(int(generator.latent_dim)),
+        "conditional": json.dumps(conditional),
+        "latent_dim": str(latent),
+        "latent_distribution": LATENT_DISTRIBUTION,  # z ~ N(0, 1): what the generator was trained on
+        "inputs": json.dumps(inputs),
         "image_size": str(int(metadata.get("image_size") or getattr(generator, "image_size", 0))),
         "value_range": "[0, 255]" if uint8 else "[-1, 1]",
         "output_layout": "NHWC uint8" if uint8 else "NCHW float32",
@@ -249,7 +257,12 @@ def _set_metadata(model, props: dict[str, str]) -> None:
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     model.producer_name = "augforge"
     model.producer_version = __version__
-    model.doc_string = "augforge generator: z[, label] -> image; see metadata_props"
+    model.model_version = int(props.get("step") or 0)  # the training step of the exported weights
+    model.doc_string = (
+        f"augforge generator: z ~ N(0, 1) float32 [batch, {props['latent_dim']}]"
+        + (" + label int64 [batch] (index into class_names)" if json.loads(props["conditional"]) else "")
+        + f" -> image {props['output_layout']} in {props['value_range']}; see metadata_props"
+    )
 
 
 def read_metadata(onnx_path: str | os.PathLike) -> dict[str, str]:
@@ -270,6 +283,9 @@ def checkpoint_metadata(state: dict[str, Any], path: str | os.PathLike | None = 
     # the run config lets evaluation and --drop-near-copies rebuild the training split; the
     # tracking section is left out (a tracking URI may carry credentials)
     public = {k: v for k, v in cfg.items() if k != "tracking"}
+    for section, keys in MACHINE_LOCAL.items():
+        if isinstance(public.get(section), dict):
+            public[section] = {k: v for k, v in public[section].items() if k not in keys}
     return {
         "class_names": list(state.get("class_names") or []),
         "image_size": state.get("image_size"),
@@ -279,9 +295,20 @@ def checkpoint_metadata(state: dict[str, Any], path: str | os.PathLike | None = 
         "generator": (state.get("generator") or {}).get("name", ""),
         "step": int(state.get("step") or 0),
         "ema": state.get("g_ema") is not None,
-        "checkpoint": str(path) if path else "",
+        # the file's content digest identifies the weights; its path would name the exporting machine's folders
+        "checkpoint_sha256": _sha256(path) if path else "",
         "config": public,
     }
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, uint8: bool = False, ema: bool = True,
@@ -318,38 +345,33 @@ def _client(tracking_uri: str | None = None):
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, alias, version)."""
-    if not uri.startswith("models:/"):
-        raise AugforgeError(f"{uri!r} is not a registered-model URI; use models:/NAME@champion or models:/NAME/VERSION")
-    rest = uri[len("models:/"):].strip("/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        return name, alias, None
-    name, _, version = rest.partition("/")
-    if not version:
-        return name, DEFAULT_ALIAS, None
-    return name, None, version
+    from augforge_runtime import registry
+
+    try:
+        return registry.parse_model_uri(uri)
+    except ValueError as exc:
+        raise AugforgeError(str(exc)) from None
 
 
 def model_version(uri: str, tracking_uri: str | None = None):
-    """The ``ModelVersion`` behind ``models:/NAME@ALIAS`` (or ``/VERSION``), with a clear error."""
-    client = _client(tracking_uri)
-    name, alias, version = parse_model_uri(uri)
+    """The ``ModelVersion`` behind ``models:/NAME@ALIAS`` (or ``/VERSION``); read-only (a missing
+    store is an error, not a new one) and every error names the tracking URI it looked in."""
+    from augforge_runtime import registry
+
     try:
-        if alias:
-            return client.get_model_version_by_alias(name, alias)
-        return client.get_model_version(name, version)
-    except Exception as exc:
-        try:
-            known = sorted(m.name for m in client.search_registered_models())
-        except Exception:
-            known = []
-        raise AugforgeError(
-            f"cannot resolve {uri}: {str(exc).splitlines()[0][:200]}; registered models: {', '.join(known) or '(none)'}"
-        ) from None
+        return registry.model_version(uri, tracking_uri)
+    except ValueError as exc:
+        raise AugforgeError(str(exc)) from None
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("AUGFORGE_CACHE_DIR") or ".cache/augforge")
+def resolve_model(source: str, tracking_uri: str | None = None):
+    """``models:/...`` -> ``augforge_runtime.registry.ResolvedModel`` (local ONNX file, version, store)."""
+    from augforge_runtime import registry
+
+    try:
+        return registry.resolve_model(source, tracking_uri)
+    except ValueError as exc:
+        raise AugforgeError(str(exc)) from None
 
 
 def resolve_onnx(source: str | os.PathLike, tracking_uri: str | None = None) -> Path:
@@ -360,27 +382,7 @@ def resolve_onnx(source: str | os.PathLike, tracking_uri: str | None = None) -> 
         if not path.is_file():
             raise AugforgeError(f"ONNX file {path} does not exist; write one with `augforge export --out {path}`")
         return path
-    import mlflow
-
-    mv = model_version(source, tracking_uri)
-    # keyed by what the version points at too: a registry rebuilt from scratch reuses version numbers
-    import hashlib
-
-    tag = hashlib.sha256(f"{mv.source}|{mv.creation_timestamp}".encode()).hexdigest()[:10]
-    dest = _cache_root() / "models" / f"{mv.name}-v{mv.version}-{tag}"
-    found = sorted(dest.rglob("*.onnx")) if dest.is_dir() else []
-    if not found:
-        tmp = Path(tempfile.mkdtemp(dir=_mkdir(dest.parent), prefix=".dl-"))
-        try:
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}", dst_path=str(tmp))
-            shutil.rmtree(dest, ignore_errors=True)
-            os.replace(tmp, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        found = sorted(dest.rglob("*.onnx"))
-    if not found:
-        raise AugforgeError(f"{source} (version {mv.version}) holds no .onnx file; register one with augforge's export")
-    return found[0]
+    return resolve_model(source, tracking_uri).path
 
 
 def _mkdir(p: Path) -> Path:
@@ -436,9 +438,13 @@ def register_onnx(onnx_path: str | os.PathLike, name: str, *, alias: str = DEFAU
         finally:
             tracker.end()
     version = str(info.registered_model_version)
-    version_tags = {f"augforge.{k}": v[:5000] for k, v in meta.items()} | (tags or {})
+    # the full run config stays in the file (and the run); a tag of it only crowds the UI
+    version_tags = {f"augforge.{k}": v[:5000] for k, v in meta.items() if k != "config"} | (tags or {})
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
+    from augforge.tracking import describe_model_version
+
+    describe_model_version(client, name, version, meta, run_id=meta.get("training_run_id") or run_id)
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return client.get_model_version(name, version)

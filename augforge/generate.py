@@ -5,7 +5,8 @@ unchanged::
 
     OUT/metadata.csv        lesion_id, image_id, dx, dx_type, age, sex, localization
     OUT/images/<image_id>.png
-    OUT/generation.json     what made them: source model, seed, counts, dropped near-copies
+    OUT/generation.json     what made them: source model (for models:/ the version it resolved
+                            to and the tracking store), seed, counts, dropped near-copies
 
 ``dx_type`` is ``synthetic``; ``age`` is empty and ``sex``/``localization`` are ``unknown``
 (HAM10000's own value for a missing field). Every image is its own lesion. The j-th image of
@@ -95,8 +96,13 @@ def generate_images(
     progress: bool = True,
     threads: int | None = None,
     source: str | None = None,
+    registry: dict | None = None,
 ) -> GenerateResult:
-    """Write the images and ``metadata.csv``; see the module docstring for the layout."""
+    """Write the images and ``metadata.csv``; see the module docstring for the layout.
+
+    ``registry``: what a ``models:/`` source resolved to (``ResolvedModel.as_dict()``), recorded
+    in ``generation.json`` so the images name the exact model version behind an alias.
+    """
     import time
 
     import pandas as pd
@@ -162,7 +168,7 @@ def generate_images(
     csv = out / "metadata.csv"
     pd.DataFrame(rows, columns=COLUMNS).to_csv(csv, index=False)
     info = {
-        "source": source or str(onnx_path), "seed": seed, "counts": dict(plan), "prefix": prefix,
+        "source": source or str(onnx_path), "registry": registry, "seed": seed, "counts": dict(plan), "prefix": prefix,
         "drop_near_copies": drop_near_copies, "dropped_near_copies": dropped,
         "copy_quantile": copy_quantile if drop_near_copies else None,
         "model": {k: gen.metadata.get(k) for k in ("generator", "dataset", "training_run_id", "image_size", "class_names", "step")},
@@ -202,16 +208,18 @@ def generate_command(onnx_path, model_uri, per_class, counts, out, seed, drop_ne
     if train_data and not drop_near_copies:
         raise click.UsageError("--train-data is used only with --drop-near-copies")
     if model_uri:
-        from augforge.export import resolve_onnx
+        from augforge.export import resolve_model
 
-        path = resolve_onnx(model_uri, tracking_uri or None)
+        resolved = resolve_model(model_uri, tracking_uri or None)
+        path, registry = resolved.path, resolved.as_dict()
+        click.echo(f"{model_uri} is version {resolved.version} (tracking store {resolved.tracking_uri})")
     else:
-        path = Path(onnx_path)
+        path, registry = Path(onnx_path), None
     try:
         result = generate_images(
             path, out, counts=parse_counts(counts) if counts else None, per_class=per_class, seed=seed,
             drop_near_copies=drop_near_copies, train_data=train_data, copy_quantile=copy_quantile, prefix=prefix,
-            overwrite=overwrite, source=model_uri or str(path),
+            overwrite=overwrite, source=model_uri or str(path), registry=registry,
         )
     except RuntimeModelError as exc:
         raise AugforgeError(str(exc)) from None

@@ -1,17 +1,38 @@
 """Experiment tracking: MLflow (default store ``sqlite:///mlruns/mlflow.db``) or nothing.
 
 Only the core imports mlflow; plugins return numbers and images and the core logs them here.
+Runs follow MLflow's recommendations for model training, so they read well in its UI:
+
+- the experiment is tagged ``mlflow.experimentKind=custom_model_development`` (MLflow 3 would
+  otherwise open it in its GenAI view);
+- system metrics (CPU, memory, disk, GPU) are sampled while a run is open when psutil is
+  installed, unless ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`` says otherwise;
+- settings that describe the machine or the run's bookkeeping, not the experiment
+  (``VOLATILE``), are tags, so the compare view lines runs up by what changes the model;
+- a training run's ``splits.csv`` is also logged with ``mlflow.log_input``: one dataset per
+  split (source, digest, row count), named ``<dataset>-<split>``;
+- the run carries a description (``mlflow.note.content``): data, preset, steps, and at the end
+  its headline metrics.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from augforge_runtime.registry import redact
 
 DEFAULT_HOME = Path("mlruns")
+#: config keys logged as tags, not params: machine-local folders and run bookkeeping
+VOLATILE = ("tracking.run_name", "tracking.uri", "train.out_dir", "data.cache_dir", "dataset.root")
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+SPLITS_FILE = "splits.csv"  # written by every training run: image_id, label, group, split
+SPLIT_CONTEXT = {"train": "training", "val": "validation", "test": "test"}
+#: metrics quoted in a finished run's description, when it has them
+HEADLINE = ("best_kid", "kid", "eval/kid", "eval/fid", "eval/detection_rate", "loss_g", "loss_d")
 
 
 def default_tracking_uri() -> str:
@@ -62,8 +83,11 @@ class MlflowTracker(NullTracker):
     """One MLflow run per ``start()``; nested runs for sweep trials."""
 
     def __init__(self, uri: str = "", experiment: str = "augforge"):
+        import logging
+
         import mlflow
 
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines per run
         self.mlflow = mlflow
         self.uri = uri or default_tracking_uri()
         self.experiment = experiment
@@ -73,7 +97,8 @@ class MlflowTracker(NullTracker):
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             try:
-                exp_id = client.create_experiment(experiment, artifact_location=default_artifact_location(experiment, self.uri))
+                exp_id = client.create_experiment(experiment, artifact_location=default_artifact_location(experiment, self.uri),
+                                                  tags=EXPERIMENT_KIND)
             except Exception:  # another process created it first (parallel sweep workers)
                 exp = client.get_experiment_by_name(experiment)
                 if exp is None:
@@ -81,23 +106,34 @@ class MlflowTracker(NullTracker):
                 exp_id = exp.experiment_id
         else:
             exp_id = exp.experiment_id
+            for key, value in EXPERIMENT_KIND.items():  # experiments made before the tag existed
+                if exp.tags.get(key) != value:
+                    client.set_experiment_tag(exp_id, key, value)
         self.experiment_id = exp_id
         self.run_id = None
+        self._params: dict[str, str] = {}  # what this run logged, for its datasets and description
 
     def start(self, run_name: str = "", tags=None, nested: bool = False, run_id: str | None = None):
         run = self.mlflow.start_run(
             run_id=run_id, experiment_id=None if run_id else self.experiment_id,
-            run_name=run_name or None, nested=nested, tags=tags or None,
+            run_name=run_name or None, nested=nested, tags=tags or None, log_system_metrics=system_metrics(),
         )
         self.run_id = run.info.run_id
+        self._params = {}
         return self
 
     def log_params(self, params):
         # MLflow caps a param value at 6000 chars and rejects re-logging a changed value.
         clean = {k: ("" if v is None else str(v))[:6000] for k, v in params.items()}
-        items = list(clean.items())
+        volatile = {k: (redact(v) if k == "tracking.uri" else v)[:5000] for k, v in clean.items() if k in VOLATILE}
+        items = [(k, v) for k, v in clean.items() if k not in VOLATILE]
         for i in range(0, len(items), 100):  # the API takes at most 100 params per batch
             self.mlflow.log_params(dict(items[i : i + 100]))
+        if volatile:
+            self.mlflow.set_tags(volatile)
+        self._params.update(clean)
+        if "data.name" in clean and "train.steps" in clean:  # a training run's config
+            self.mlflow.set_tag("mlflow.note.content", describe_run(self._params))
 
     def log_metrics(self, metrics, step=None):
         finite = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(float(v))}
@@ -106,10 +142,33 @@ class MlflowTracker(NullTracker):
 
     def log_artifact(self, path, artifact_path=None):
         path = Path(path)
+        if artifact_path:  # a folder is not kept inside a folder of its own name (evaluation/evaluation)
+            parts = [p for p in artifact_path.split("/") if p]
+            artifact_path = "/".join(p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1])
         if path.is_dir():
             self.mlflow.log_artifacts(str(path), artifact_path)
         else:
             self.mlflow.log_artifact(str(path), artifact_path)
+            if path.name == SPLITS_FILE and not artifact_path:
+                self.log_splits(path)
+
+    def log_splits(self, splits_csv: str | os.PathLike) -> None:
+        """One MLflow dataset input per split of ``splits_csv`` (image_id, label, group, split):
+        name ``<dataset>-<split>``, source the dataset root (or name), digest of its rows."""
+        import warnings
+
+        import pandas as pd
+
+        table = pd.read_csv(splits_csv)
+        name = self._params.get("data.name") or "dataset"
+        source = self._params.get("dataset.root") or name
+        with warnings.catch_warnings():  # mlflow warns that a plain name is resolved as a local path
+            warnings.simplefilter("ignore")
+            for split, rows in table.groupby("split", sort=False):
+                ds = self.mlflow.data.from_pandas(rows.reset_index(drop=True), source=source, targets="label",
+                                                  name=f"{name}-{split}")
+                self.mlflow.log_input(ds, context=SPLIT_CONTEXT.get(str(split), str(split)),
+                                      tags={"image_size": self._params.get("data.image_size", ""), "rows": str(len(rows))})
 
     def log_image(self, image, name):
         self.mlflow.log_image(image, name)
@@ -118,8 +177,62 @@ class MlflowTracker(NullTracker):
         self.mlflow.set_tags(tags)
 
     def end(self, status="FINISHED"):
-        if self.mlflow.active_run() is not None:
+        active = self.mlflow.active_run()
+        if active is not None:
+            if "data.name" in self._params and active.info.run_id == self.run_id:
+                metrics = self.client.get_run(self.run_id).data.metrics
+                self.mlflow.set_tag("mlflow.note.content", describe_run(self._params, metrics, status))
             self.mlflow.end_run(status=status)
+
+
+def system_metrics() -> bool | None:
+    """True (sample system metrics) when psutil is installed; None leaves it to
+    ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`` when that is set."""
+    if os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING") is not None:
+        return None
+    import importlib.util
+
+    return importlib.util.find_spec("psutil") is not None
+
+
+def describe_run(params: dict[str, str], metrics: dict[str, float] | None = None, status: str = "") -> str:
+    """The run description (markdown) the MLflow UI shows: what was trained on what, and how it ended."""
+    p = params.get
+    lines = [
+        f"**{p('model.generator', '?')}** on **{p('data.name', '?')}** at {p('data.image_size', '?')} px, "
+        f"preset {p('preset') or '(none)'}: {p('train.steps', '?')} steps of {p('train.batch_size', '?')} images, "
+        f"loss {p('train.loss', '?')}, seed {p('train.seed', '?')}."
+    ]
+    shown = {k: metrics[k] for k in HEADLINE if metrics and k in metrics}
+    if shown:
+        lines.append(f"{status.title() or 'Ended'}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) + ".")
+    lines.append("Datasets: see the run's inputs; splits.csv lists every image and its split.")
+    return "\n\n".join(lines)
+
+
+
+def describe_model_version(client, name: str, version: str, meta: dict[str, str], run_id: str | None = None) -> None:
+    """Describe a registered version for the registry UI: what it makes, where it was trained, and
+    its training run's evaluation metrics (``eval/*``, ``best_*``), also set as ``metric.*`` tags."""
+    metrics: dict[str, float] = {}
+    if run_id:
+        try:
+            metrics = client.get_run(run_id).data.metrics
+        except Exception:  # the run lives in another store: describe the file alone
+            metrics = {}
+    scores = {k: v for k, v in sorted(metrics.items()) if k.startswith(("eval/", "best_"))}
+    for key, value in scores.items():
+        client.set_model_version_tag(name, version, f"metric.{key}", f"{value:.6g}")
+    classes = ", ".join(json.loads(meta.get("class_names") or "[]")) or "(unconditional)"
+    lines = [
+        f"**{meta.get('generator') or 'generator'}** at {meta.get('image_size')} px making {classes}; "
+        f"trained on {meta.get('dataset') or '?'} for {meta.get('step') or '?'} steps"
+        + (f" in run {run_id}" if run_id else "") + f". Input z ~ N(0, 1) [batch, {meta.get('latent_dim')}], "
+        f"output {meta.get('output_layout')} in {meta.get('value_range')}.",
+        ("Evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()) + ".") if scores else
+        "No evaluation metrics on its training run yet: `augforge evaluate --run RUN_ID` adds them.",
+    ]
+    client.update_model_version(name, version, description="\n\n".join(lines))
 
 
 def code_version() -> dict[str, str]:

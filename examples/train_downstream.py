@@ -126,7 +126,7 @@ def main(argv=None) -> dict:
     per = -(-n_synth // max(1, len(shared)))  # ceil: enough for the ratio
     synth = SyntheticLesions(args.onnx, counts={c: per for c in shared}, seed=args.seed,
                              label_map={c: real.classes.index(c) for c in shared})
-    train_set = mix(train_real, synth, ratio=args.ratio, seed=args.seed) if shared else train_real
+    train_set = mix(train_real, synth, ratio=args.ratio, seed=args.seed, class_names=real.classes) if shared else train_real
 
     train_aug = A.Compose([A.HorizontalFlip(), A.VerticalFlip(), A.RandomRotate90(),
                            A.ColorJitter(0.1, 0.1, 0.1, 0.02, p=0.5), A.Normalize(mean=0.5, std=0.5)])

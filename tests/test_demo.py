@@ -27,3 +27,12 @@ def test_demo_quick_runs_every_stage(tmp_path, monkeypatch, capsys):
     run_id = out.split("MLflow run ")[1].split(",")[0]
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED" and "kid" in run.data.metrics
+    # what the MLflow UI shows of it: the experiment `train` uses, the datasets, grids, loss curve,
+    # the evaluation report at one level, a description
+    client = mlflow.MlflowClient()
+    assert client.get_experiment(run.info.experiment_id).name == "augforge"
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {"synthetic-lesions-train", "synthetic-lesions-test"}
+    top = {a.path for a in client.list_artifacts(run_id)}
+    assert {"loss_curve.png", "samples", "splits.csv", "evaluation"} <= top
+    assert "evaluation/report.md" in {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert "**" in run.data.tags["mlflow.note.content"] and "synthetic-lesions" in run.data.tags["mlflow.note.content"]

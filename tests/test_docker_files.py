@@ -154,7 +154,7 @@ def test_dockerfile_essentials(name):
     project_i = next(i for i, (op, a) in enumerate(ins) if op == "RUN" and re.search(r"pip install \./? ", a + " "))
     copy_i = next(i for i, (op, a) in enumerate(ins) if op == "COPY" and a.startswith("augforge"))
     assert torch_i < copy_i < project_i
-    assert "./plugins" in ins[project_i][1]
+    assert "./plugins" in ins[project_i][1] and "./runtime" in ins[project_i][1]  # augforge needs augforge-runtime
 
     # non-root user for everything after setup
     users = [a for op, a in ins if op == "USER"]

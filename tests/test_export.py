@@ -2,6 +2,7 @@
 and the model registry round trip (models:/NAME@champion -> the same file)."""
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -50,6 +51,12 @@ def test_conditional_contract(fakes, tmp_path):
     assert meta["latent_dim"] == "8" and meta["image_size"] == "16" and meta["value_range"] == "[-1, 1]"
     assert meta["training_run_id"] == "r1" and meta["dataset"] == "fake-blobs" and meta["conditional"] == "true"
     assert meta["augforge_version"] and meta["format"] == export_mod.FORMAT
+    # the contract a consumer needs, in the file: latent distribution, inputs, layout, producer
+    assert meta["latent_distribution"] == "standard_normal" and meta["output_layout"] == "NCHW float32"
+    inputs = json.loads(meta["inputs"])
+    assert "N(0, 1)" in inputs["z"] and "[batch, 8]" in inputs["z"] and "0..1" in inputs["label"]
+    assert model.producer_name == "augforge" and model.producer_version == meta["augforge_version"]
+    assert "z ~ N(0, 1)" in model.doc_string
     for batch in (1, 5, 33):  # dynamic batch
         z = np.random.default_rng(batch).standard_normal((batch, 8)).astype(np.float32)
         y = np.arange(batch, dtype=np.int64) % 2
@@ -175,6 +182,13 @@ def test_export_checkpoint_uses_ema_weights(fakes, tmp_path):
     assert meta["ema"] == "true" and read_metadata(raw)["ema"] == "false"
     assert meta["step"] == "5" and meta["dataset"] == "fake-blobs"
     assert "tracking" not in json.loads(meta["config"])  # a tracking URI may hold credentials
+    # no path of the exporting machine; the checkpoint is named by its content digest
+    import hashlib
+
+    assert "checkpoint" not in meta and meta["checkpoint_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert str(tmp_path) not in json.dumps(meta)
+    assert "out_dir" not in json.loads(meta["config"])["train"] and "cache_dir" not in json.loads(meta["config"])["data"]
+    assert onnx.load(str(out)).model_version == 5  # the training step of the weights
 
 
 @pytest.mark.slow
@@ -196,6 +210,14 @@ def test_cli_export_and_registry_round_trip(fakes, tmp_path, monkeypatch, capsys
     mv2 = register_onnx(tmp_path / "gen.onnx", "augforge-test")
     assert export_mod.model_version("models:/augforge-test@champion").version == mv2.version != mv.version
 
+    # generate records the version the alias resolved to (and the store it looked in)
+    main(["generate", "--model", "models:/augforge-test@champion", "--per-class", "2", "--out", "syn"])
+    assert f"is version {mv2.version}" in capsys.readouterr().out
+    info = json.loads((tmp_path / "syn" / "generation.json").read_text())
+    assert info["source"] == "models:/augforge-test@champion"
+    assert info["registry"]["version"] == str(mv2.version) and info["registry"]["resolved"] == f"models:/augforge-test/{mv2.version}"
+    assert info["registry"]["tracking_uri"] == os.environ["MLFLOW_TRACKING_URI"]
+
     import mlflow.pyfunc  # the registered model also serves through MLflow's pyfunc flavour
 
     model = mlflow.pyfunc.load_model("models:/augforge-test@champion")
@@ -206,14 +228,36 @@ def test_cli_export_and_registry_round_trip(fakes, tmp_path, monkeypatch, capsys
 @pytest.mark.slow
 def test_cli_export_errors(fakes, tmp_path, capsys):
     from augforge.cli import main
+    from augforge.tracking import MlflowTracker
 
     with pytest.raises(SystemExit):
         main(["export", "--out", str(tmp_path / "x.onnx")])
     with pytest.raises(SystemExit) as exc:
         main(["export", "--model", "models:/nope@champion", "--out", str(tmp_path / "x.onnx")])
     assert exc.value.code == 2
-    assert "cannot resolve models:/nope@champion" in capsys.readouterr().err
-    assert not (tmp_path / "x.onnx").exists()
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    assert f"no MLflow tracking store at {uri}" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "mlflow.db").exists()  # no store made on the way
+    MlflowTracker("", "augforge")  # now the store exists, without that model
+    with pytest.raises(SystemExit):
+        main(["export", "--model", "models:/nope@champion", "--out", str(tmp_path / "x.onnx")])
+    assert f"cannot resolve models:/nope@champion in tracking store {uri}" in capsys.readouterr().err
+
+
+def test_resolving_models_from_another_folder_names_the_store_and_creates_none(tmp_path, monkeypatch, capsys):
+    """`augforge generate --model models:/NAME@champion` run where there is no mlruns/: a clear error
+    naming the default store it looked in, and no empty ./mlruns/mlflow.db left behind."""
+    from augforge.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--model", "models:/augforge-synthetic-lesions@champion", "--per-class", "2", "--out", "out"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"no MLflow tracking store at sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}" in err
+    assert "--tracking-uri" in err
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
@@ -224,6 +268,7 @@ def test_register_into_a_finished_run_keeps_its_status(fakes, tmp_path):
 
     tracker = MlflowTracker("", "augforge").start(run_name="training")
     run_id = tracker.run_id
+    tracker.log_metrics({"eval/kid": 0.0123, "loss_g": 1.5})
     tracker.end("KILLED")
     path = export_onnx(_fake(fakes), tmp_path / "g.onnx", {"class_names": CLASSES, "training_run_id": run_id},
                        exporter="torchscript")
@@ -231,3 +276,7 @@ def test_register_into_a_finished_run_keeps_its_status(fakes, tmp_path):
     client = mlflow.MlflowClient()
     assert client.get_run(run_id).info.status == "KILLED"
     assert mv.run_id == run_id and mv.tags["augforge.training_run_id"] == run_id
+    # described for the registry UI with its run's evaluation metrics; the config stays in the file
+    assert "Evaluation: eval/kid 0.0123." in mv.description and "z ~ N(0, 1)" in mv.description
+    assert mv.tags["metric.eval/kid"] == "0.0123" and "metric.loss_g" not in mv.tags
+    assert "augforge.config" not in mv.tags

@@ -1,14 +1,16 @@
 """augforge.runtime: torch-free, map-style, deterministic, clear errors, mixing at a ratio."""
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-from augforge.runtime import CHUNK, RuntimeModelError, SyntheticLesions, mix
+from augforge.runtime import CHUNK, READ_AHEAD, RuntimeModelError, SyntheticLesions, mix
 
 CLASSES = ["nv", "mel", "bcc"]
 
@@ -53,7 +55,7 @@ def test_import_does_not_pull_in_torch(onnx_files):
         ds = rt.SyntheticLesions({str(onnx_files['cond'])!r}, per_class=2, seed=0)
         image, label = ds[0]
         list(ds)
-        rt.mix([(image, 0)] * 4, ds, 0.5, seed=0)[0]
+        rt.mix([(image, 0)] * 4, ds, 0.5, seed=0, class_names=ds.class_names)[0]
         bad = [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
         assert not bad, bad[:5]
         print("ok", image.shape)
@@ -185,3 +187,159 @@ def test_downstream_example_trains_on_mixed_data(onnx_files, tmp_path):
                         "--batch-size", "8"])
     assert out["n_real"] == 24 and out["n_synthetic"] == 12
     assert 0.0 <= out["balanced_accuracy"] <= 1.0
+
+
+def test_shuffled_pass_renders_each_image_at_most_twice_within_a_bounded_cache(onnx_files):
+    """2,000 items read in a shuffled order, one by one and in DataLoader-style batches, with a
+    cache far smaller than the data: <= 2 x 2,000 images rendered, the same pixels as in order."""
+    n = 2000
+    counts = {"nv": 700, "mel": 700, "bcc": 600}
+    seq = SyntheticLesions(onnx_files["cond"], counts=counts, seed=4, cache_mb=0)
+    in_order = np.stack([seq[i][0] for i in range(n)])
+    assert seq.rendered == n  # read-ahead blocks, each image once
+    image_bytes = in_order[0].nbytes
+    cache_mb = 300 * image_bytes / 2**20  # room for 300 of the 2,000 images
+    order = np.random.default_rng(0).permutation(n)
+
+    one = SyntheticLesions(onnx_files["cond"], counts=counts, seed=4, cache_mb=cache_mb)
+    got = np.stack([one[int(i)][0] for i in order])
+    assert one.rendered <= 2 * n, one.rendered
+    assert np.array_equal(got, in_order[order])  # the same image whatever the access order
+    assert one._cached <= one.cache_bytes and len(one._cache) <= 300
+
+    batched = SyntheticLesions(onnx_files["cond"], counts=counts, seed=4, cache_mb=cache_mb)
+    items = [item for start in range(0, n, 32) for item in batched.__getitems__(order[start : start + 32].tolist())]
+    assert batched.rendered <= 2 * n, batched.rendered
+    assert np.array_equal(np.stack([im for im, _ in items]), in_order[order])
+    assert [lbl for _, lbl in items] == [int(seq.labels[i]) for i in order]
+
+
+def test_cache_reuses_images_and_read_ahead_is_bounded(onnx_files):
+    ds = SyntheticLesions(onnx_files["cond"], per_class=40, seed=0)
+    ds[5]
+    assert ds.rendered == 1  # random access: just that image
+    ds[6]
+    assert ds.rendered == 1 + READ_AHEAD  # reading in order: the next block in one call
+    before = ds.rendered
+    for i in range(6, 6 + READ_AHEAD):
+        ds[i]
+    ds[5]
+    assert ds.rendered == before  # all cached
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(ds))  # what a spawned DataLoader worker gets: no cached images
+    assert len(copy._cache) == 0 and np.array_equal(copy[5][0], ds[5][0])
+    with pytest.raises(RuntimeModelError, match="cache_mb must be"):
+        SyntheticLesions(onnx_files["cond"], per_class=1, cache_mb=-1)
+
+
+def test_batching_does_not_change_a_pixel(onnx_files):
+    """Why per-item rendering is deterministic: the exported graph maps each (z, label) row on its
+    own, so an image rendered alone equals the same image rendered inside any batch."""
+    gen = SyntheticLesions(onnx_files["cond"], per_class=1).generator
+    labels = np.arange(37) % 3
+    z = np.random.default_rng(0).standard_normal((37, 8)).astype(np.float32)
+    sess = gen._load_session()
+    whole = sess.run(["image"], {"z": z, "label": labels})[0]
+    alone = np.concatenate([sess.run(["image"], {"z": z[i : i + 1], "label": labels[i : i + 1]})[0] for i in range(37)])
+    assert np.array_equal(whole, alone)
+
+
+def test_providers(onnx_files):
+    ds = SyntheticLesions(onnx_files["cond"], per_class=1, providers=["CPUExecutionProvider"])
+    assert ds.generator.providers == ["CPUExecutionProvider"] and ds[0][0].shape == (16, 16, 3)
+    with pytest.raises(RuntimeModelError, match=r"none of providers \['NopeExecutionProvider'\] is available.*CPUExecutionProvider"):
+        SyntheticLesions(onnx_files["cond"], per_class=1, providers=["NopeExecutionProvider"])
+
+
+def test_labels_are_checked_before_the_graph(onnx_files):
+    gen = SyntheticLesions(onnx_files["cond"], per_class=1).generator
+    z = np.zeros((1, 8), np.float32)
+    with pytest.raises(RuntimeModelError, match="whole numbers"):
+        gen.sample([1.5], z)
+    with pytest.raises(RuntimeModelError, match="label -2 out of range; valid labels: 0=nv, 1=mel, 2=bcc"):
+        gen.render(0, [-2], [0])
+    assert gen.sample(np.array([2.0]), z).shape == (1, 16, 16, 3)  # a whole float is an index
+
+
+class _Folder:
+    """A stand-in for a downstream dataset with its own vocabulary (torchvision's ``classes``)."""
+
+    def __init__(self, classes, size=16, n=10):
+        self.classes, self.size, self.n = classes, size, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return np.zeros((self.size, self.size, 3), np.uint8), i % len(self.classes)
+
+
+def test_mix_checks_vocabularies_and_sizes(onnx_files):
+    synth = SyntheticLesions(onnx_files["cond"], counts={"mel": 10, "bcc": 10}, seed=0)
+    # same names, different order: refused with the label_map that fixes it
+    with pytest.raises(RuntimeModelError, match=r"synthetic 'mel' is label 1 but the real dataset's label 1 is 'bcc'.*"
+                                                r"label_map=\{'mel': 2, 'bcc': 1\}"):
+        mix(_Folder(["nv", "bcc", "mel"]), synth, ratio=0.5)
+    fixed = SyntheticLesions(onnx_files["cond"], counts={"mel": 10, "bcc": 10}, seed=0, label_map={"mel": 2, "bcc": 1})
+    m = mix(_Folder(["nv", "bcc", "mel"]), fixed, ratio=0.5)
+    assert {m[i][1] for i in range(len(m)) if m.is_synthetic(i)} <= {1, 2}
+    # the real vocabulary lacks a synthetic class
+    with pytest.raises(RuntimeModelError, match="the real data have no class 'bcc'"):
+        mix(_Folder(["nv", "mel"]), synth, ratio=0.5)
+    with pytest.raises(RuntimeModelError, match="outside the real vocabulary 0..1"):
+        mix(_Folder(["nv", "mel"]), fixed, ratio=0.5)
+    # no vocabulary anywhere and no label_map: refused; class_names= supplies it
+    with pytest.raises(RuntimeModelError, match="cannot check that real and synthetic labels"):
+        mix([(np.zeros((16, 16, 3), np.uint8), 0)] * 4, synth, ratio=0.5)
+    assert len(mix([(np.zeros((16, 16, 3), np.uint8), 0)] * 4, synth, ratio=0.5, class_names=CLASSES)) == 6
+    # sizes: 32-px real images with 16-px synthetic ones
+    with pytest.raises(RuntimeModelError, match=r"image sizes differ: real items are \(32, 32, 3\), synthetic items are \(16, 16, 3\)"):
+        mix(_Folder(CLASSES, size=32), synth, ratio=0.5)
+
+
+def test_mixed_batches_render_synthetic_items_together(onnx_files):
+    synth = SyntheticLesions(onnx_files["cond"], counts={"mel": 30, "bcc": 30}, seed=0)
+    m = mix(_Folder(CLASSES, n=40), synth, ratio=1.0)
+    idx = list(range(len(m)))
+    batch = m.__getitems__(idx)
+    assert synth.rendered == 40  # only the 40 drawn synthetic items, not all 60
+    assert all(np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(batch, (m[i] for i in idx)))
+
+
+@pytest.mark.slow
+def test_runtime_installs_alone_in_a_clean_venv(onnx_files, tmp_path):
+    """`pip install ./runtime` into a fresh venv: no torch, no mlflow, `pip check` clean, and it samples."""
+    root = Path(__file__).resolve().parents[1]
+    venv = tmp_path / "venv"
+    base = getattr(sys, "_base_executable", None) or "python3"
+    subprocess.run([base, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    import shutil
+
+    src = shutil.copytree(root / "runtime", tmp_path / "runtime", ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    # installed from a copy: setuptools builds in the source folder, which must stay clean
+    res = subprocess.run([py, "-m", "pip", "install", "-q", str(src)], capture_output=True, text=True, timeout=900, env=env)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    res = subprocess.run([py, "-m", "pip", "check"], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    code = textwrap.dedent(f"""
+        import importlib.util, sys
+        import augforge_runtime as rt
+        for name in ("torch", "mlflow", "augforge"):
+            assert importlib.util.find_spec(name) is None, name + " is installed"
+        ds = rt.SyntheticLesions({str(onnx_files['cond'])!r}, per_class=3, seed=0)
+        image, label = ds[4]
+        assert "torch" not in sys.modules
+        try:
+            rt.SyntheticLesions("models:/x@champion", per_class=1)
+        except rt.RuntimeModelError as exc:
+            assert "need mlflow" in str(exc), exc
+        else:
+            raise AssertionError("models:/ without mlflow was accepted")
+        print("ok", image.shape, label, len(ds))
+    """)
+    res = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ok (16, 16, 3) 1 9" in res.stdout

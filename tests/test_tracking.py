@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import mlflow
+import pandas as pd
 import pytest
 
 from augforge.checkpoint import load_checkpoint
@@ -23,8 +25,11 @@ def artifacts(client, run_id, path=None):
     return out
 
 
-def test_tracked_run_has_params_tags_metrics_artifacts(tmp_path, fakes):
+def test_tracked_run_has_params_tags_metrics_artifacts(tmp_path, fakes, monkeypatch):
+    from augforge.tracking import VOLATILE
     from augforge.train import checkpoint_for_run, train
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # seconds; the default 10 outlasts this run
 
     cfg = resolve("", {
         "data.name": "fake-blobs", "model.generator": "fake", "data.image_size": 16, "model.latent_dim": 8,
@@ -37,11 +42,25 @@ def test_tracked_run_has_params_tags_metrics_artifacts(tmp_path, fakes):
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == "test-exp"
-    # params: exactly the --set keys
+    # params: the --set keys, less the machine-local / bookkeeping ones, which are tags
     saved = resolve("", {k: v for k, v in run.data.params.items()})  # replays as overrides
-    assert set(run.data.params) == set(cfg.flat())
+    assert set(run.data.params) == set(cfg.flat()) - set(VOLATILE)
     assert saved.train.steps == 9 and saved.model.generator == "fake"
     tags = run.data.tags
+    assert tags["train.out_dir"] == str(tmp_path / "runs") and tags["tracking.run_name"] == run.info.run_name
+    # MLflow's model-training conventions: experiment kind, description, datasets, system metrics
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    note = tags["mlflow.note.content"]
+    assert "**fake** on **fake-blobs** at 16 px" in note and "9 steps of 8" in note and "Finished: " in note
+    assert f"loss_g {run.data.metrics['loss_g']:.4g}" in note
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    splits = pd.read_csv(result.run_dir / "splits.csv")
+    assert set(inputs) == {f"fake-blobs-{s}" for s in splits["split"].unique()}
+    train_input = inputs["fake-blobs-train"]
+    assert {t.key: t.value for t in train_input.tags}["mlflow.data.context"] == "training"
+    assert json.loads(train_input.dataset.profile)["num_rows"] == int((splits["split"] == "train").sum())
+    assert train_input.dataset.digest and train_input.dataset.source == json.dumps({"uri": "fake-blobs"})
+    assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
     assert tags["dataset"] == "fake-blobs" and tags["model"] == "fake" and tags["preset"] == "(none)"
     assert tags["augforge_version"] and tags["run_dir"] == str(result.run_dir.resolve())
     # metrics per log step and per epoch
@@ -110,3 +129,22 @@ def test_smoke_preset_full(tmp_path):
     not asserted here: a timed unit test fails on a busy machine, not on slow code.
     """
     _smoke(tmp_path, threads="1")
+
+
+def test_a_folder_is_not_logged_inside_a_folder_of_its_own_name(tmp_path):
+    """The evaluator logs its report folder as evaluation/<folder name>: a folder called
+    `evaluation` lands at evaluation/, not evaluation/evaluation/."""
+    from augforge.tracking import MlflowTracker
+
+    report = tmp_path / "evaluation"
+    report.mkdir()
+    (report / "report.html").write_text("<html></html>")
+    other = tmp_path / "eval-step100"
+    other.mkdir()
+    (other / "metrics.json").write_text("{}")
+    tracker = MlflowTracker("", "augforge").start(run_name="eval")
+    tracker.log_artifact(report, "evaluation/evaluation")
+    tracker.log_artifact(other, "evaluation/eval-step100")
+    tracker.end()
+    got = artifacts(mlflow.MlflowClient(default_tracking_uri()), tracker.run_id)
+    assert sorted(got) == ["evaluation/eval-step100/metrics.json", "evaluation/report.html"]
