@@ -349,7 +349,9 @@ def model_version(uri: str, tracking_uri: str | None = None):
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("AUGFORGE_CACHE_DIR") or ".cache/augforge")
+    from augforge import envvars
+
+    return Path(envvars.get("AUGFORGE_CACHE_DIR") or ".cache/augforge")
 
 
 def resolve_onnx(source: str | os.PathLike, tracking_uri: str | None = None) -> Path:
