@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import shutil
 import sys
@@ -60,10 +61,12 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], keep_previou
         if ident is not None:
             state["identity"] = {"token": ident["token"], "run_id": state.get("run_id")}
     state["digest"] = payload_digest(state)
+    buf = io.BytesIO()  # serialised in memory first: a full disk then fails as a plain ENOSPC, not inside torch's zip writer
+    torch.save(state, buf)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            _write_all(f, buf.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         if keep_previous and path.is_file() and zip_problem(path) is None:
@@ -88,6 +91,10 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], keep_previou
             ) from None
         raise
     return path
+
+
+def _write_all(f, data) -> None:
+    f.write(data)
 
 
 def previous_path(path: Path) -> Path:

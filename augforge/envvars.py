@@ -120,5 +120,18 @@ def check_free_space(folder, need_bytes: int, what: str, fix: str) -> None:
         )
 
 
+def no_space(path, what: str):
+    """The one-line error for a write that hit ENOSPC (a full disk) anyway."""
+    import shutil
+    from pathlib import Path
+
+    from augforge.errors import AugforgeError
+
+    path = Path(path)
+    free = shutil.disk_usage(path.parent if path.parent.exists() else ".").free
+    return AugforgeError(f"no space left on the device writing {what} {path} ({_mib(free)} free); free space, then "
+                         f"continue (a training run: `augforge train --resume RUN_DIR` from its last checkpoint)")
+
+
 def _mib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
