@@ -112,7 +112,7 @@ def test_sigkill_at_every_point_of_checkpoint_writing_then_resume(tmp_path):
         assert killed.returncode == -9, (point, killed.stderr[-800:])
         run_dir = out / "r"
         # step 10 had been saved (save 2 returned) before the kill: it must survive
-        resumed = _cli(tmp_path, "none", "0", "train", "--resume", str(run_dir))
+        resumed = _cli(tmp_path, "none", "0", "train", "--resume", str(run_dir), "--no-track")
         assert resumed.returncode == 0, (point, resumed.stderr[-1500:])
         at = int(resumed.stderr.split(f"resumed {run_dir} at step ")[1].split()[0])
         assert at >= 10, (point, at)

@@ -65,10 +65,12 @@ def test_concurrent_run_folders_are_distinct_and_exist(tmp_path):
 STORE_PROBE = """
 import sys, time
 from pathlib import Path
+import mlflow, sqlalchemy, alembic  # imported before the start line, so the four really start together
+from augforge.tracking import MlflowTracker
 go = Path(sys.argv[2])
+(go.parent / f"ready-{sys.argv[3]}").touch()
 while not go.exists():
     time.sleep(0.005)
-from augforge.tracking import MlflowTracker
 t = MlflowTracker(sys.argv[1], "race")
 t.start(run_name="r")
 t.end()
@@ -83,10 +85,12 @@ def test_fresh_sqlite_store_survives_concurrent_first_clients(tmp_path):
     go = tmp_path / "go"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    procs = [subprocess.Popen([sys.executable, "-c", STORE_PROBE, uri, str(go)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
-    time.sleep(6)  # let all four finish importing mlflow, then release them together
-    go.touch()
+    procs = [subprocess.Popen([sys.executable, "-c", STORE_PROBE, uri, str(go), str(i)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(4)]
+    deadline = time.monotonic() + 240
+    while len(list(tmp_path.glob("ready-*"))) < 4 and time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    go.touch()  # release all four at once on the fresh store
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, "\n".join(err[-600:] for _, err in outs)
     assert len({o.split()[-1] for o, _ in outs}) == 1  # one experiment, not four
