@@ -79,11 +79,15 @@ KILL_POINTS = ["mid-write", "before-fsync-file", "before-link-prev", "before-ren
                "before-fsync-dir", "after-save"]
 
 
-def _cli(tmp_path, *args):
+def _cli(tmp_path, *args) -> subprocess.Popen:
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.Popen([sys.executable, str(script), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait(procs: dict) -> dict:
+    return {k: (p, p.communicate(timeout=1500)[1]) for k, p in procs.items()}
 
 
 def _weights(path):
@@ -102,20 +106,24 @@ def _equal(a, b):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 15 short CLI runs; minutes on a loaded 2-core machine
 def test_sigkill_at_every_point_of_checkpoint_writing_then_resume(tmp_path):
-    ref = _cli(tmp_path, "none", "0", *ARGS, "--out-dir", str(tmp_path / "ref"), "--run-name", "ref")
-    assert ref.returncode == 0, ref.stderr[-1500:]
-    want, _ = _weights(tmp_path / "ref" / "ref" / "checkpoints" / "last.pt")
+    # the unbroken reference and one run killed at each point, side by side
+    procs = {"ref": _cli(tmp_path, "none", "0", *ARGS, "--out-dir", str(tmp_path / "ref"), "--run-name", "r")}
+    procs |= {point: _cli(tmp_path, point, "3", *ARGS, "--out-dir", str(tmp_path / point), "--run-name", "r")
+              for point in KILL_POINTS}
+    done = _wait(procs)
+    assert done["ref"][0].returncode == 0, done["ref"][1][-1500:]
+    want, _ = _weights(tmp_path / "ref" / "r" / "checkpoints" / "last.pt")
     for point in KILL_POINTS:
-        out = tmp_path / point
-        killed = _cli(tmp_path, point, "3", *ARGS, "--out-dir", str(out), "--run-name", "r")
-        assert killed.returncode == -9, (point, killed.stderr[-800:])
-        run_dir = out / "r"
-        # step 10 had been saved (save 2 returned) before the kill: it must survive
-        resumed = _cli(tmp_path, "none", "0", "train", "--resume", str(run_dir), "--no-track")
-        assert resumed.returncode == 0, (point, resumed.stderr[-1500:])
-        at = int(resumed.stderr.split(f"resumed {run_dir} at step ")[1].split()[0])
-        assert at >= 10, (point, at)
+        assert done[point][0].returncode == -9, (point, done[point][1][-800:])
+    resumed = _wait({point: _cli(tmp_path, "none", "0", "train", "--resume", str(tmp_path / point / "r"), "--no-track")
+                     for point in KILL_POINTS})
+    for point, (proc, err) in resumed.items():
+        run_dir = tmp_path / point / "r"
+        assert proc.returncode == 0, (point, err[-1500:])
+        at = int(err.split(f"resumed {run_dir} at step ")[1].split()[0])
+        assert at >= 10, (point, at)  # step 10 had been saved (save 2 returned) before the kill: it survives
         got, state = _weights(run_dir / "checkpoints" / "last.pt")
         assert state["step"] == 20 and _equal(got, want), point  # bitwise the unbroken run
         leftovers = [p.name for p in (run_dir / "checkpoints").iterdir() if p.name not in ("last.pt", "last.prev.pt")]

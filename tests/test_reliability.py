@@ -98,6 +98,7 @@ def test_fresh_sqlite_store_survives_concurrent_first_clients(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # four trainings at once: minutes on a loaded 2-core machine
 def test_four_concurrent_smoke_trainings_on_a_fresh_store(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"}
     args = ["train", "--preset", "smoke", "--set", "train.steps=2", "--set", "train.checkpoint_every=2",
