@@ -74,11 +74,12 @@ def plugins_command():
 
 
 def main(argv=None):
+    from augforge.envvars import check_environment
     from augforge.plugins import get_plugin_manager
 
-    pm = get_plugin_manager()
-    pm.hook.augforge_register_commands(cli=cli)
     try:
+        check_environment()  # a malformed AUGFORGE_* value stops here, in one line
+        get_plugin_manager().hook.augforge_register_commands(cli=cli)
         cli.main(args=argv, prog_name="augforge", standalone_mode=False)
     except AugforgeError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)

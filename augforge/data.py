@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,7 +28,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from augforge import registry
+from augforge import envvars, registry
+from augforge.envvars import check_image_size
 from augforge.errors import ConfigError, DataError
 from augforge.interfaces import Dataset, ImageSet
 
@@ -196,7 +198,7 @@ def build_dataset(cfg) -> Dataset:
 
 def cache_root(cfg) -> Path:
     """``$AUGFORGE_CACHE_DIR`` when set, else ``cfg.data.cache_dir``."""
-    return Path(os.environ.get("AUGFORGE_CACHE_DIR") or cfg.data.cache_dir)
+    return Path(envvars.get("AUGFORGE_CACHE_DIR") or cfg.data.cache_dir)
 
 
 def cache_dir_for(cfg, dataset: Dataset) -> Path:
@@ -254,9 +256,14 @@ def _decode_workers(n: int) -> int:
 def _write_cache(dataset: Dataset, records: pd.DataFrame, size: int, skip_bad: bool, target: Path, progress: bool) -> None:
     """Decode all records into ``target`` (atomically: a temp folder renamed at the end)."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    n = len(records)
+    # all.npy is a memory map: running out of disk while filling it kills the process (SIGBUS), so check first
+    envvars.check_free_space(
+        target.parent, n * size * size * 3, f"the decode cache of {n} images at {size}px",
+        "free space, point AUGFORGE_CACHE_DIR at a bigger disk, or lower data.image_size / dataset.max_per_class",
+    )
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        n = len(records)
         images = np.lib.format.open_memmap(tmp / "all.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
         ok = np.zeros(n, bool)
         scores = np.full((n, 2), np.nan, np.float32)
@@ -297,6 +304,8 @@ def _write_cache(dataset: Dataset, records: pd.DataFrame, size: int, skip_bad: b
         if ok.all():
             os.replace(tmp / "all.npy", tmp / "images.npy")
         else:
+            envvars.check_free_space(tmp, int(ok.sum()) * size * size * 3, "the decode cache without skipped images",
+                                     "free space or point AUGFORGE_CACHE_DIR at a bigger disk")
             src = np.load(tmp / "all.npy", mmap_mode="r")
             dst = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(int(ok.sum()), size, size, 3))
             dst[:] = src[ok]
@@ -339,9 +348,7 @@ def load_arrays(cfg, progress: bool = True) -> LesionArrays:
 
     dataset = build_dataset(cfg)
     records = dataset.records()
-    size = int(cfg.data.image_size)
-    if size < 8:
-        raise ConfigError(f"data.image_size={size}: need at least 8 pixels")
+    size = check_image_size(cfg.data.image_size)
     if len(records) == 0:
         raise DataError(f"dataset {dataset.name!r} has no images with the given options {getattr(dataset, 'config', {})}")
     unknown = sorted(set(records["label"]) - set(CLASS_NAMES))
@@ -364,6 +371,18 @@ def load_arrays(cfg, progress: bool = True) -> LesionArrays:
             for i in np.flatnonzero(hit & keep):
                 drops.append({"file": meta.at[i, "source"], "row": meta.at[i, "image_id"], "reason": f"dropped: {what} (score {meta.at[i, col]:.3f} >= {threshold})", "label": meta.at[i, "label"]})
             keep &= ~hit
+    conflicts = conflicting_lesions(meta[keep])
+    if conflicts and cfg.data.skip_bad:
+        for i in np.flatnonzero(keep & meta["lesion_id"].astype(str).isin(conflicts).to_numpy()):
+            lesion = str(meta.at[i, "lesion_id"])
+            drops.append({"file": meta.at[i, "source"], "row": meta.at[i, "image_id"], "label": meta.at[i, "label"],
+                          "reason": f"dropped: lesion {lesion} has conflicting diagnoses ({', '.join(conflicts[lesion])})"})
+            keep[i] = False
+    elif conflicts:
+        shown = ", ".join(f"{k}: {'/'.join(v)}" for k, v in list(conflicts.items())[:5])
+        print(f"warning: {len(conflicts)} lesion(s) with conflicting diagnoses ({shown}{', ...' if len(conflicts) > 5 else ''}) "
+              f"in dataset {dataset.name!r}; each stays whole in one split; fix the labels or pass --skip-bad to drop them",
+              file=sys.stderr)
     skips.append(_skips_frame(drops))
     if not keep.all():
         index = np.flatnonzero(keep)
@@ -373,6 +392,20 @@ def load_arrays(cfg, progress: bool = True) -> LesionArrays:
     labels = np.array([class_names.index(x) for x in meta["label"]], dtype=np.int64)
     skipped = pd.concat([s for s in skips if len(s)], ignore_index=True) if any(len(s) for s in skips) else _skips_frame([])
     return LesionArrays(images, labels, class_names, meta, skipped)
+
+
+def conflicting_lesions(meta: pd.DataFrame) -> dict[str, list[str]]:
+    """``lesion_id`` -> its labels, for lesions whose images carry more than one diagnosis.
+
+    Only the ``lesion_id`` column counts (HAM10000, ISIC): a patient group may hold lesions
+    of several classes, one lesion may not.
+    """
+    if "lesion_id" not in meta.columns or not len(meta):
+        return {}
+    frame = meta[["lesion_id", "label"]].astype(str)
+    frame = frame[frame["lesion_id"] != ""]
+    labels = frame.groupby("lesion_id", sort=True)["label"].agg(lambda x: sorted(set(x)))
+    return {k: v for k, v in labels.items() if len(v) > 1}
 
 
 # --------------------------------------------------------------------------------------------

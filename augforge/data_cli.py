@@ -33,7 +33,7 @@ def inspect_command(dataset_name, root, classes, max_per_class, image_size, skip
     from rich.table import Table
 
     from augforge import config, registry
-    from augforge.data import load_splits
+    from augforge.data import conflicting_lesions, load_splits
 
     overrides: dict[str, object] = {"data.name": dataset_name}
     params = registry.signature_params(registry.get("dataset", dataset_name))
@@ -79,6 +79,15 @@ def inspect_command(dataset_name, root, classes, max_per_class, image_size, skip
     groups = {s: set(meta.loc[meta["split"] == s, "group"]) for s in splits}
     shared = len(groups["train"] & groups["val"]) + len(groups["train"] & groups["test"]) + len(groups["val"] & groups["test"])
     console.print(f"lesions/groups shared across splits: {shared}")
+    conflicts = conflicting_lesions(arrays.meta)
+    dropped = int(skipped["reason"].str.contains("conflicting diagnoses").sum()) if len(skipped) else 0
+    if dropped:
+        console.print(f"lesions with conflicting diagnoses: dropped by --skip-bad ({dropped} images, listed in skipped.csv)")
+    else:
+        console.print(f"lesions with conflicting diagnoses: {len(conflicts)}" + (" (kept; pass --skip-bad to drop them)" if conflicts else ""))
+    for lesion, labels in list(conflicts.items())[:20]:
+        ids = arrays.meta.loc[arrays.meta["lesion_id"].astype(str) == lesion, ["image_id", "label"]]
+        console.print(f"  {lesion}: " + ", ".join(f"{r.image_id}={r.label}" for r in ids.itertuples()))
     if len(skipped):
         reasons = skipped["reason"].map(_reason_kind).value_counts()
         console.print(f"skipped or dropped: {len(skipped)} (each listed with its reason in skipped.csv)")
@@ -98,6 +107,7 @@ def inspect_command(dataset_name, root, classes, max_per_class, image_size, skip
 
 #: substring of a skip reason -> its kind in the summary table (first match wins)
 REASON_KINDS = [
+    ("conflicting diagnoses", "lesion with conflicting diagnoses"),
     ("dropped: round microscope frame", "dropped: round microscope frame"),
     ("dropped: ink mark", "dropped: ink mark / ruler"),
     ("empty file", "empty image file"),

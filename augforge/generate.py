@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -105,24 +106,61 @@ def generate_images(
     """
     import time
 
-    import pandas as pd
-    from tqdm import tqdm
-
     from augforge.runtime import OnnxGenerator
 
     t0 = time.perf_counter()
     gen = OnnxGenerator(onnx_path, threads=threads)
     plan = gen.plan(counts, per_class)
     out = Path(out)
-    images_dir = out / "images"
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise AugforgeError(f"{out} is not empty; choose a new --out folder or pass --overwrite")
-        shutil.rmtree(images_dir, ignore_errors=True)
-        for name in ("metadata.csv", "generation.json"):
-            (out / name).unlink(missing_ok=True)
-    images_dir.mkdir(parents=True, exist_ok=True)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise AugforgeError(f"{out} is not empty; choose a new --out folder or pass --overwrite")
     check = _near_copy_check(Path(onnx_path), gen.metadata, train_data, copy_quantile) if drop_near_copies else None
+    # Everything goes into a hidden sibling folder, moved into place at the end: a failure or
+    # Ctrl-C leaves no half output (and nothing that blocks the next run).
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    work.mkdir()  # plain mkdir, not mkdtemp: the published folder keeps the usual permissions
+    try:
+        rows, dropped = _generate_into(gen, plan, work, seed, check, prefix, progress)
+        info = {
+            "source": source or str(onnx_path), "registry": registry, "seed": seed, "counts": dict(plan), "prefix": prefix,
+            "drop_near_copies": drop_near_copies, "dropped_near_copies": dropped,
+            "copy_quantile": copy_quantile if drop_near_copies else None,
+            "model": {k: gen.metadata.get(k) for k in ("generator", "dataset", "training_run_id", "image_size", "class_names", "step")},
+        }
+        (work / "generation.json").write_text(json.dumps(info, indent=2) + "\n")
+        _publish(work, out)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return GenerateResult(out, out / "metadata.csv", dict(plan), dropped, time.perf_counter() - t0)
+
+
+PUBLISHED = ("images", "metadata.csv", "generation.json")
+
+
+def _publish(work: Path, out: Path) -> None:
+    """Move ``work``'s outputs into ``out``; on --overwrite the old ones are replaced (other files stay)."""
+    if not out.exists() or not any(out.iterdir()):
+        os.replace(work, out)  # one rename (an empty ``out`` is replaced whole)
+        return
+    trash = work / ".replaced"
+    trash.mkdir()
+    for name in PUBLISHED:
+        if (out / name).exists():
+            os.replace(out / name, trash / name)
+        os.replace(work / name, out / name)
+
+
+def _generate_into(gen, plan, out: Path, seed: int, check, prefix: str, progress: bool):
+    """Render, check and write every image of ``plan`` into ``out``; returns (metadata rows, dropped per class)."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from augforge import envvars
+
+    images_dir = out / "images"
+    images_dir.mkdir()
 
     rows, dropped = [], {}
     total = sum(n for _, n in plan)
@@ -137,6 +175,9 @@ def generate_images(
                 want = n - kept
                 for start in range(0, want, BLOCK):  # one near-copy check per block, not per image
                     ords = np.arange(next_ordinal + start, next_ordinal + min(want, start + BLOCK))
+                    # a PNG is at most about the raw size (+ headers): refuse before the disk fills up
+                    envvars.check_free_space(out, len(ords) * (gen.image_size**2 * 3 + 1024), f"{len(ords)} images",
+                                             "free space or choose an --out folder on a bigger disk")
                     images = gen.render(seed, np.full(len(ords), label), ords)
                     if check is not None:
                         keep = ~check(images)
@@ -165,16 +206,8 @@ def generate_images(
     finally:
         bar.close()
         pool.shutdown()
-    csv = out / "metadata.csv"
-    pd.DataFrame(rows, columns=COLUMNS).to_csv(csv, index=False)
-    info = {
-        "source": source or str(onnx_path), "registry": registry, "seed": seed, "counts": dict(plan), "prefix": prefix,
-        "drop_near_copies": drop_near_copies, "dropped_near_copies": dropped,
-        "copy_quantile": copy_quantile if drop_near_copies else None,
-        "model": {k: gen.metadata.get(k) for k in ("generator", "dataset", "training_run_id", "image_size", "class_names", "step")},
-    }
-    (out / "generation.json").write_text(json.dumps(info, indent=2) + "\n")
-    return GenerateResult(out, csv, dict(plan), dropped, time.perf_counter() - t0)
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(out / "metadata.csv", index=False)
+    return rows, dropped
 
 
 def _write_png(img: np.ndarray, path: Path) -> None:

@@ -5,6 +5,7 @@ Pure functions of arrays; the training loop decides when to call them and what t
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Sequence
@@ -70,8 +71,16 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(np.asarray(array, np.uint8)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(np.asarray(array, np.uint8)).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            from augforge.envvars import no_space
+
+            raise no_space(path, "a sample grid") from None
+        raise
     return path
 
 

@@ -33,9 +33,11 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 def _limit() -> int | None:
     """The pixel limit: ``AUGFORGE_MAX_IMAGE_PIXELS`` when set (it then becomes Pillow's)."""
-    env = os.environ.get("AUGFORGE_MAX_IMAGE_PIXELS")
-    if env:
-        Image.MAX_IMAGE_PIXELS = int(env)
+    from augforge import envvars
+
+    env = envvars.get("AUGFORGE_MAX_IMAGE_PIXELS")
+    if env is not None:
+        Image.MAX_IMAGE_PIXELS = env
     return Image.MAX_IMAGE_PIXELS
 
 

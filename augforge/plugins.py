@@ -8,12 +8,11 @@ Environment switches:
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pluggy
 
-from augforge import hookspecs
+from augforge import envvars, hookspecs
 
 hookimpl = pluggy.HookimplMarker("augforge")
 ENTRY_POINT_GROUP = "augforge"
@@ -21,23 +20,19 @@ ENTRY_POINT_GROUP = "augforge"
 _pm: pluggy.PluginManager | None = None
 
 
-def _env_list(var: str) -> list[str]:
-    return [x.strip() for x in os.environ.get(var, "").split(",") if x.strip()]
-
-
 def make_plugin_manager(autoload: bool | None = None) -> pluggy.PluginManager:
     """Build a fresh plugin manager: specs, blocked names, entry points, then ``check_pending``."""
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
-    for name in _env_list("AUGFORGE_DISABLE_PLUGINS"):
+    for name in envvars.get("AUGFORGE_DISABLE_PLUGINS") or []:
         pm.set_blocked(name)
     if autoload is None:
-        autoload = os.environ.get("AUGFORGE_PLUGIN_AUTOLOAD", "1") != "0"
+        autoload = envvars.get("AUGFORGE_PLUGIN_AUTOLOAD")
     if autoload:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     # A hookimpl whose name matches no spec (a typo) fails here, at start-up, not silently.
     pm.check_pending()
-    if os.environ.get("AUGFORGE_TRACE_HOOKS", "") not in ("", "0"):
+    if envvars.get("AUGFORGE_TRACE_HOOKS"):
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     return pm

@@ -58,6 +58,24 @@ def default_artifact_location(experiment: str, uri: str | None = None) -> str | 
     return None
 
 
+def store_lock(uri: str, timeout: float = 300.0):
+    """An inter-process lock for initialising a sqlite store (``DB.lock`` beside ``DB``); a no-op otherwise.
+
+    Two processes opening a fresh sqlite store at once both run its schema migrations and
+    the second dies (alembic "Online migration expected to match one row"); under this lock
+    the first creates the tables and the others find them. ``timeout`` in seconds.
+    """
+    import contextlib
+
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    db = Path(uri[len("sqlite:///") :].split("?", 1)[0])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(db) + ".lock", timeout=timeout)
+
+
 class NullTracker:
     """Tracks nothing; used in unit tests and with ``--no-track``."""
 
@@ -92,23 +110,24 @@ class MlflowTracker(NullTracker):
         self.uri = uri or default_tracking_uri()
         self.experiment = experiment
         mlflow.set_tracking_uri(self.uri)
-        client = mlflow.MlflowClient(self.uri)
-        self.client = client
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            try:
-                exp_id = client.create_experiment(experiment, artifact_location=default_artifact_location(experiment, self.uri),
-                                                  tags=EXPERIMENT_KIND)
-            except Exception:  # another process created it first (parallel sweep workers)
-                exp = client.get_experiment_by_name(experiment)
-                if exp is None:
-                    raise
+        with store_lock(self.uri):  # the first client of a fresh sqlite store creates its tables
+            client = mlflow.MlflowClient(self.uri)
+            self.client = client
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                try:
+                    exp_id = client.create_experiment(experiment, artifact_location=default_artifact_location(experiment, self.uri),
+                                                      tags=EXPERIMENT_KIND)
+                except Exception:  # another process created it first (a server store, parallel sweep workers)
+                    exp = client.get_experiment_by_name(experiment)
+                    if exp is None:
+                        raise
+                    exp_id = exp.experiment_id
+            else:
                 exp_id = exp.experiment_id
-        else:
-            exp_id = exp.experiment_id
-            for key, value in EXPERIMENT_KIND.items():  # experiments made before the tag existed
-                if exp.tags.get(key) != value:
-                    client.set_experiment_tag(exp_id, key, value)
+                for key, value in EXPERIMENT_KIND.items():  # experiments made before the tag existed
+                    if exp.tags.get(key) != value:
+                        client.set_experiment_tag(exp_id, key, value)
         self.experiment_id = exp_id
         self.run_id = None
         self._params: dict[str, str] = {}  # what this run logged, for its datasets and description

@@ -428,27 +428,32 @@ def _new_run_name(cfg: RunConfig) -> str:
 
 
 def _unique_dir(base: Path) -> Path:
-    if not base.exists():
-        return base
-    for i in range(2, 10_000):
-        cand = base.with_name(f"{base.name}-{i}")
-        if not cand.exists():
-            return cand
-    raise AugforgeError(f"cannot find a free run folder name next to {base}")
+    from augforge.runs import create_run_dir
+
+    return create_run_dir(base)  # exclusive: concurrent runs never share a folder
 
 
 def resolve_resume(resume: str | os.PathLike) -> Path:
-    """``--resume`` accepts a checkpoint file or a run folder (then ``checkpoints/last.pt``)."""
+    """``--resume`` accepts a checkpoint file or a run folder (then ``checkpoints/last.pt``).
+
+    Load it with ``augforge.checkpoint.load_latest``, which falls back to ``last.prev.pt``.
+    """
+    from augforge.checkpoint import previous_path
+
     p = Path(resume)
     if p.is_dir():
         p = p / "checkpoints" / "last.pt"
-    if not p.is_file():
+    if not p.is_file() and not previous_path(p).is_file():
         raise AugforgeError(f"--resume {resume}: no checkpoint there; pass a run folder with checkpoints/last.pt or a .pt file")
     return p
 
 
-def _check_resume_config(cfg: RunConfig, saved: RunConfig) -> None:
+def _check_resume_config(cfg: RunConfig, saved: RunConfig, run_dir: Path | None = None) -> None:
     new, old = cfg.flat(), saved.flat()
+    if run_dir is not None:  # a hand-edited config.json would otherwise be overwritten without a word
+        from augforge.runs import check_config_json
+
+        check_config_json(run_dir, old, new, RESUME_MUTABLE)
     changed = sorted(k for k in set(new) | set(old) if new.get(k) != old.get(k) and not k.startswith(RESUME_MUTABLE))
     if changed:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
@@ -485,7 +490,7 @@ def train(
     the tracked run under the active one (sweep trials).
     """
     # ---- 0. config + run folder ----------------------------------------------------------
-    from augforge.checkpoint import load_checkpoint, save_checkpoint
+    from augforge.checkpoint import load_latest, save_checkpoint
     from augforge.grid import loss_curve_png, make_grid, save_png
     from augforge.losses import (consistency_penalty, get_loss, gradient_penalty, lecam_penalty, r1_penalty,
                                  topk_count, topk_logits)
@@ -493,11 +498,10 @@ def train(
     t = cfg.train
     resume_state = None
     if resume is not None:
-        ckpt_path = resolve_resume(resume)
-        resume_state = load_checkpoint(ckpt_path)
+        ckpt_path, resume_state = load_latest(resolve_resume(resume))
         saved_cfg = RunConfig.from_json_dict(resume_state["config"])
         cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, run_name=saved_cfg.tracking.run_name))
-        _check_resume_config(cfg, saved_cfg)
+        _check_resume_config(cfg, saved_cfg, ckpt_path.resolve().parent.parent)
         t = cfg.train
     for key in ("steps", "batch_size", "n_critic", "checkpoint_every", "log_every"):
         if getattr(t, key) < 1:
@@ -539,7 +543,9 @@ def train(
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+        from augforge.runs import write_text_atomic
+
+        write_text_atomic(run_dir / "config.json", cfg.to_json() + "\n")  # a crash leaves the old one or the new
     dist.barrier()
 
     # ---- 2. data ---------------------------------------------------------------------------
@@ -625,7 +631,9 @@ def train(
         window = extra.get("window", window)
         lecam = dict(extra.get("lecam", lecam))
         clock["before"] = float(extra.get("train_seconds", 0.0))
-        run_id = s.get("run_id")
+        from augforge.runs import resume_identity
+
+        run_id = resume_identity(run_dir, s, write=dist.main)  # None: a copied folder gets its own tracked run
         ranks = extra.get("rng_per_rank") or [s["rng"]]
         if len(ranks) == dist.world:
             _set_rng_state(ranks[dist.rank], device)
@@ -1088,6 +1096,10 @@ def _write_splits(path: Path, arrays, splits: dict[str, np.ndarray]) -> None:
 
 def _start_tracker(tracker, cfg: RunConfig, run_id: str | None, nested: bool, tags: dict, resumed_at: int | None) -> None:
     """Start (or, on resume, reopen) the tracked run and log params + tags."""
+    from augforge.runs import record_run_id, source_tags
+
+    run_dir = Path(tags["run_dir"])
+    tags = {**tags, **source_tags(run_dir)}  # a resumed copy links to the run it came from
     started = False
     if run_id:
         try:
@@ -1097,6 +1109,8 @@ def _start_tracker(tracker, cfg: RunConfig, run_id: str | None, nested: bool, ta
             print(f"warning: cannot reopen tracked run {run_id} ({type(exc).__name__}); starting a new one", file=sys.stderr)
     if not started:
         tracker.start(run_name=cfg.tracking.run_name, tags=tags, nested=nested)
+    if tracker.run_id:
+        record_run_id(run_dir, tracker.run_id)
     params = cfg.flat()
     if resumed_at is None:
         tracker.log_params(params)

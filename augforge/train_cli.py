@@ -32,6 +32,7 @@ ALIASES = {
 def build_config(preset: str, sets: tuple[str, ...], flags: dict, resume: str | None = None):
     """Resolve the run config: (checkpoint config | defaults + preset), then --set, then flags."""
     from augforge.config import RunConfig, apply_overrides, parse_set, resolve
+    from augforge.envvars import check_image_size
 
     overrides = parse_set(sets)
     for name, key in ALIASES.items():
@@ -52,14 +53,17 @@ def build_config(preset: str, sets: tuple[str, ...], flags: dict, resume: str | 
             raise ConfigError("--classes and --set dataset.classes both given; give one")
         overrides[key] = value
     if resume:
-        from augforge.checkpoint import load_checkpoint
+        from augforge.checkpoint import load_latest
         from augforge.train import resolve_resume
 
         if preset:
             raise ConfigError("--resume continues a run with its own config; drop --preset (change keys with --set)")
-        state = load_checkpoint(resolve_resume(resume))
-        return apply_overrides(RunConfig.from_json_dict(state["config"]), overrides)
-    return resolve(preset, overrides)
+        _, state = load_latest(resolve_resume(resume))
+        cfg = apply_overrides(RunConfig.from_json_dict(state["config"]), overrides)
+    else:
+        cfg = resolve(preset, overrides)
+    check_image_size(cfg.data.image_size)  # before a run folder exists
+    return cfg
 
 
 @click.command("train")

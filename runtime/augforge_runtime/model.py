@@ -93,7 +93,7 @@ class OnnxGenerator:
             try:
                 self._session = ort.InferenceSession(self.path, sess_options=opts, providers=self._providers)
             except Exception as exc:  # not ONNX, truncated, or from a newer ONNX than this onnxruntime reads
-                raise RuntimeModelError(f"cannot load {self.path} with onnxruntime {ort.__version__}: {str(exc)[:300]}") from None
+                raise RuntimeModelError(f"cannot load {self.path} with onnxruntime {ort.__version__}: {_one_line(exc)}") from None
         return self._session
 
     @property
@@ -183,7 +183,15 @@ class OnnxGenerator:
             if len(labels) != len(z):
                 raise RuntimeModelError(f"{len(labels)} labels for {len(z)} noise vectors")
             feeds["label"] = labels
-        out = self._load_session().run(["image"], feeds)[0]
+        try:
+            out = self._load_session().run(["image"], feeds)[0]
+        except RuntimeModelError:
+            raise
+        except Exception as exc:  # e.g. INVALID_ARGUMENT: a graph that does not match its augforge metadata
+            raise RuntimeModelError(
+                f"{self.path}: onnxruntime cannot run the generator ({_one_line(exc)}); the graph does not match its "
+                "augforge metadata (inputs z[n, latent_dim], label[n] -> image): re-export it with `augforge export`"
+            ) from None
         return out if self.uint8_output else to_uint8(out)
 
 
@@ -222,3 +230,8 @@ def item_noise(seed: int, labels, ordinals, latent_dim: int) -> np.ndarray:
         np.random.default_rng([seed, int(k), int(j)]).standard_normal(latent_dim, dtype=np.float32)
         for k, j in zip(labels, ordinals)
     ]) if len(labels) else np.zeros((0, latent_dim), np.float32)
+
+
+def _one_line(exc: Exception, limit: int = 300) -> str:
+    """An exception as one line of at most ``limit`` characters (onnxruntime's are multi-line)."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__
