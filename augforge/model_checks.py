@@ -32,7 +32,9 @@ def _who(model: nn.Module, kind: str) -> str:
 
 
 def _check_size(model: nn.Module, kind: str, image_size: int) -> None:
-    sizes = tuple(getattr(type(model), "image_sizes", ()) or ())
+    from augforge.registry import declared_image_sizes
+
+    sizes = declared_image_sizes(type(model))
     if sizes and image_size not in sizes:
         raise ConfigError(
             f"{_who(model, kind)} declares image_sizes={sizes}, but the run uses data.image_size={image_size}; "

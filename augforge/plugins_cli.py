@@ -59,7 +59,7 @@ def component_info(entry) -> dict[str, Any]:
         ],
     }
     if entry.kind in ("generator", "discriminator"):
-        info["image_sizes"] = list(getattr(entry.cls, "image_sizes", ()) or [])
+        info["image_sizes"] = list(registry.declared_image_sizes(entry.cls)) or "(not declared: any size the layers allow)"
         info["conditional"] = ("yes (num_classes > 0: one label per image; 0: unconditional)"
                                if "num_classes" in params else "no (no num_classes option)")
     if entry.kind == "evaluator":

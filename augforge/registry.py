@@ -217,6 +217,11 @@ def build(kind: str, name: str, **kwargs) -> Any:
     return obj
 
 
+def declared_image_sizes(cls: type) -> tuple[int, ...]:
+    """The pixel sizes a model class declares it supports; () when it does not say."""
+    return tuple(getattr(cls, "image_sizes", ()) or ())
+
+
 def _valid_options(kind: str, params) -> str:
     injected = [p for p in params if p in INJECTED.get(kind, {})]
     own = [p for p in params if p not in injected]
@@ -257,7 +262,7 @@ def validate_config(cfg) -> None:
                           f"without --preset and give the train.* keys with --set)")
             raise ConfigError(f"{describe(kind, name)} has no option(s) {', '.join(unknown)}{origin}; "
                               f"{_valid_options(kind, params)}. See: augforge plugins show {name}")
-        sizes = tuple(getattr(cls, "image_sizes", ()) or ())
+        sizes = declared_image_sizes(cls)
         if kind != "dataset" and sizes and cfg.data.image_size not in sizes:
             raise ConfigError(f"{describe(kind, name)} supports image sizes {', '.join(map(str, sizes))} px, not "
                               f"data.image_size={cfg.data.image_size}; use --image-size "

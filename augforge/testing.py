@@ -164,7 +164,7 @@ def _roundtrip(obj, kind: str, name: str):
 
 
 def _size(kind: str, name: str, image_size: int | None) -> int:
-    sizes = tuple(getattr(registry.get(kind, name), "image_sizes", ()) or ())
+    sizes = registry.declared_image_sizes(registry.get(kind, name))
     return image_size or (sizes[0] if sizes else 32)
 
 
