@@ -86,11 +86,24 @@ def test_check_evaluator_passes_a_good_one_and_names_the_missing_objective(compo
         testing.check_evaluator("wrong-key")
 
 
-def test_check_dataset_accepts_listed_synonyms_and_names_bad_labels(components):
-    testing.check_dataset("synonym-blobs")
-    with pytest.raises(AssertionError, match=r"dataset banana-blobs: label\(s\) \['banana'\] outside the vocabulary; "
-                                             r"valid: nv, mel"):
+def test_check_dataset_names_bad_labels_and_how_to_map_synonyms(components):
+    with pytest.raises(AssertionError, match=r"dataset banana-blobs: label\(s\) \['banana'\]; records\(\) must return "
+                                             r"canonical names: nv, mel, .*augforge.data.canonical_class$"):
         testing.check_dataset("banana-blobs")
+    with pytest.raises(AssertionError, match=r"dataset synonym-blobs: label\(s\) \['melanoma'\]; .* map synonyms with "
+                                             r"augforge.data.canonical_class \(e.g. 'melanoma' -> 'mel'\)"):
+        testing.check_dataset("synonym-blobs")
+
+
+def test_training_data_names_the_synonym_and_its_canonical_name(components, tmp_path):
+    from augforge.config import resolve
+    from augforge.data import load_arrays
+    from augforge.errors import DataError
+
+    cfg = resolve("", {"data.name": "synonym-blobs", "data.image_size": 16})
+    with pytest.raises(DataError, match=r"dataset 'synonym-blobs': records\(\) returned label\(s\) \['melanoma'\]; "
+                                        r".*\(e.g. 'melanoma' -> 'mel'\)"):
+        load_arrays(cfg, progress=False)
 
 
 def test_check_generator_messages_give_the_expected_value(fakes):
