@@ -7,7 +7,9 @@ arguments, defaults included, as ``instance.config``.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,12 +231,15 @@ def _valid_options(kind: str, params) -> str:
     return text + (f" ({', '.join(injected)} filled in by the core)" if injected else "")
 
 
-def validate_config(cfg) -> None:
+def validate_config(cfg, fill_defaults: bool = False):
     """Check a run config's component names and every plugin key before any data is read.
 
     Raises ``ConfigError`` for an unknown dataset/model name, an unknown option (saying when it
     came from the preset), an option the core injects (``--set generator.latent_dim``), and an
-    ``image_size`` outside the model's declared ``image_sizes``.
+    ``image_size`` outside the model's declared ``image_sizes``. Returns the config; with
+    ``fill_defaults`` the ``generator`` and ``discriminator`` sections also hold every option
+    the user did not set, at its default, so ``config.json``, ``--dry-run`` and the MLflow params
+    show the whole model config under the dotted keys ``--set`` uses.
     """
     from augforge.presets import PRESETS
 
@@ -268,4 +273,15 @@ def validate_config(cfg) -> None:
                               f"data.image_size={cfg.data.image_size}; use --image-size "
                               f"{' or '.join(map(str, sizes))}")
         core = {"image_size": cfg.data.image_size, "num_classes": 0, "latent_dim": cfg.model.latent_dim}
-        bind(kind, name, **{k: v for k, v in core.items() if k in injected and k in params}, **options)
+        bound = bind(kind, name, **{k: v for k, v in core.items() if k in injected and k in params}, **options)
+        if fill_defaults and kind != "dataset":  # dataset defaults stay out: data.skip_bad fills its own
+            full = {k: v for k, v in bound.items() if k not in injected and _is_json(v)}
+            cfg = dataclasses.replace(cfg, **{kind: {**full, **options}})
+    return cfg
+
+
+def _is_json(value) -> bool:
+    try:
+        return json.loads(json.dumps(value)) == value
+    except (TypeError, ValueError):
+        return False

@@ -98,7 +98,9 @@ def train_command(preset, sets, resume, no_track, dry_run, from_trial, storage, 
     cfg = build_config(preset, sets, flags, resume)
     from augforge import registry
 
-    registry.validate_config(cfg)  # names and every plugin key, before any data is decoded
+    # names and every plugin key, before any data is decoded; a new run also records every model
+    # option at its default (a resumed run keeps the config its checkpoint holds)
+    cfg = registry.validate_config(cfg, fill_defaults=resume is None)
     if dry_run:
         click.echo(cfg.to_json())
         return

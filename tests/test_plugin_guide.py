@@ -29,6 +29,13 @@ def test_guide_code_examples_run_in_order(tmp_path, monkeypatch):
 
         assert registry.entry("generator", "tiny-gan").plugin == "my_plugin"
         assert not plugins.get_plugin_manager().failures
+        # the observer example reads the metric keys the loop really passes (an untracked run)
+        from augforge.config import RunConfig
+        from augforge.train import RunInfo
+
+        run = RunInfo(config=RunConfig(), run_dir=tmp_path, run_id=None, class_names=["nv"])
+        namespace["augforge_epoch_end"](run=run, epoch=1, metrics={"epoch_loss_d": 1.0, "epoch_loss_g": 0.5,
+                                                                    "epoch_d_real": 0.0, "epoch_d_fake": 0.0})
     finally:
         plugins.reset()
 
