@@ -17,7 +17,8 @@ from augforge.errors import AugforgeError
 
 #: command name -> ("module:attribute" of a click command or group, one-line help)
 COMMANDS = {
-    "plugins": ("augforge.cli:plugins_command", "List registered components and their distributions."),
+    "plugins": ("augforge.plugins_cli:plugins_command", "List components, their options (--verbose, show NAME)."),
+    "new-plugin": ("augforge.scaffold:new_plugin_command", "Write a ready plugin package (model, evaluator, dataset)."),
     "data": ("augforge.data_cli:data_group", "Inspect and prepare datasets (decode-once cache, splits)."),
     "train": ("augforge.train_cli:train_command", "Train a GAN (presets, --set overrides, resume, MLflow)."),
     "evaluate": ("augforge.evaluate_cli:evaluate_command", "Evaluate a generator: detector, FID/KID, c2st, privacy."),
@@ -55,31 +56,13 @@ def cli():
     """Synthetic, labelled skin-lesion images from GANs: data, train, evaluate, sweep, export."""
 
 
-@click.command("plugins")
-def plugins_command():
-    """List every registered component with its kind and the distribution that provides it."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from augforge import registry
-
-    table = Table(title="augforge components")
-    for col in ("kind", "name", "plugin", "distribution", "description"):
-        table.add_column(col)
-    for kind, entries in registry.tables().items():
-        for name in sorted(entries):
-            e = entries[name]
-            table.add_row(kind, name, e.plugin, e.distribution, getattr(e.cls, "description", "") or "")
-    Console(width=200).print(table)
-
-
 def main(argv=None):
     from augforge.envvars import check_environment
     from augforge.plugins import get_plugin_manager
 
     try:
         check_environment()  # a malformed AUGFORGE_* value stops here, in one line
-        get_plugin_manager().hook.augforge_register_commands(cli=cli)
+        _register_commands(get_plugin_manager())
         cli.main(args=argv, prog_name="augforge", standalone_mode=False)
     except AugforgeError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
@@ -92,6 +75,19 @@ def main(argv=None):
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+
+
+def _register_commands(pm) -> None:
+    """Each plugin's commands on their own: one plugin's failure disables it, not the CLI."""
+    hook = "augforge_register_commands"
+    for name, plugin in list(pm.list_name_plugin()):
+        if plugin is None or not any(i.plugin is plugin for i in pm.hook.augforge_register_commands.get_hookimpls()):
+            continue
+        others = [p for p in pm.get_plugins() if p is not plugin]
+        try:
+            pm.subset_hook_caller(hook, remove_plugins=others)(cli=cli)
+        except Exception as exc:
+            pm.disable(name, f"{hook}(cli) raised {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

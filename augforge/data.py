@@ -104,6 +104,14 @@ def valid_labels_hint() -> str:
     return f"valid: {', '.join(CLASS_NAMES)} (or a synonym listed in augforge.data.SYNONYMS / README 'Data')"
 
 
+def records_labels_hint(labels) -> str:
+    """The fix for a dataset plugin whose ``records()`` labels are not canonical class names."""
+    mapped = {v: canonical_class(v) for v in labels if canonical_class(v)}
+    how = f" (e.g. {', '.join(f'{k!r} -> {v!r}' for k, v in mapped.items())})" if mapped else ""
+    return (f"records() must return canonical names: {', '.join(CLASS_NAMES)}; map synonyms with "
+            f"augforge.data.canonical_class{how}")
+
+
 def parse_classes(classes: list[str] | str | None) -> list[str] | None:
     """``"mel,bcc"`` or ``["melanoma", "BCC"]`` -> canonical names; None/""/[] -> None (all)."""
     if classes is None:
@@ -353,7 +361,7 @@ def load_arrays(cfg, progress: bool = True) -> LesionArrays:
         raise DataError(f"dataset {dataset.name!r} has no images with the given options {getattr(dataset, 'config', {})}")
     unknown = sorted(set(records["label"]) - set(CLASS_NAMES))
     if unknown:
-        raise DataError(f"dataset {dataset.name!r} returned label(s) {unknown} outside the vocabulary; {valid_labels_hint()}")
+        raise DataError(f"dataset {dataset.name!r}: records() returned label(s) {unknown}; {records_labels_hint(unknown)}")
     cache = cache_dir_for(cfg, dataset)
     if not (cache / "images.npy").exists():
         _write_cache(dataset, records, size, bool(cfg.data.skip_bad), cache, progress)

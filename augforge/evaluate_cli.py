@@ -12,7 +12,7 @@ from augforge.errors import ConfigError
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="A checkpoint .pt file.")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None, help="An exported ONNX generator.")
 @click.option("--best", is_flag=True, help="With --run: its best checkpoint (kept by train.eval_every) instead of the last.")
-@click.option("--metrics", default="", help="Comma-separated evaluator names (default: every cheap one; see `augforge plugins`).")
+@click.option("--metrics", default="", help="Comma-separated evaluator names (default: every cheap one; list: `augforge plugins`).")
 @click.option("--n-per-class", type=int, default=100, show_default=True, help="Generated images per class.")
 @click.option("--classifier", default="paper-b-cnn", show_default=True, help="Detector plugin (paper-b-cnn, resnet).")
 @click.option("--jpeg-quality", type=int, default=None, help="JPEG-compress generated images like the real data (e.g. 75).")
@@ -21,7 +21,7 @@ from augforge.errors import ConfigError
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Report folder (default: next to the checkpoint).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: the run's own, or mlruns/).")
 @click.option("--set", "sets", multiple=True, metavar="EVALUATOR.KEY=VALUE",
-              help="Evaluator constructor option, repeatable, e.g. --set augmentation-gain.epochs=4 (see `augforge plugins`).")
+              help="Evaluator constructor option, repeatable, e.g. --set augmentation-gain.epochs=4 (keys: `augforge plugins show NAME`).")
 @click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
               help="Local TorchScript Inception-v3 (e.g. NVIDIA's inception-2015-12-05.pt): adds fid_inception/kid_inception.")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")

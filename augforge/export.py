@@ -95,9 +95,8 @@ def export_module(generator, uint8: bool = False):
             self.generator = baked
 
         def _post(self, x):
-            x = x.clamp(-1.0, 1.0)  # the file's contract, whatever the plugin's last layer is
-            if uint8:
-                x = ((x + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+            if uint8:  # range checked by check_output before export; the clamp only guards rounding
+                x = ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
             return x
 
         if conditional:
@@ -141,7 +140,8 @@ def _torch_export(module, args, path: Path, dynamo: bool) -> None:
             )
 
 
-def parity_check(module, onnx_path: str | os.PathLike, batches=PARITY_BATCHES, seed: int | None = None) -> float:
+def parity_check(module, onnx_path: str | os.PathLike, batches=PARITY_BATCHES, seed: int | None = None,
+                 expect_size: int | None = None) -> float:
     """Max abs difference between PyTorch and onnxruntime outputs on fresh random inputs.
 
     The float layout is compared on the [-1, 1] scale; the uint8 layout in grey levels (a value
@@ -159,6 +159,11 @@ def parity_check(module, onnx_path: str | os.PathLike, batches=PARITY_BATCHES, s
         with torch.no_grad():
             ref = module(*args).numpy()
         out = sess.run(["image"], {n: a.numpy() for n, a in zip(["z", "label"], args)})[0]
+        if expect_size is not None:
+            want = (b, expect_size, expect_size, 3) if out.dtype == np.uint8 else (b, 3, expect_size, expect_size)
+            if out.shape != want:
+                raise ExportError(f"onnxruntime output shape {list(out.shape)} disagrees with the metadata "
+                                  f"image_size={expect_size} (expected {list(want)}) at batch {b}")
         if out.shape != ref.shape or out.dtype != ref.dtype:
             raise ExportError(f"onnxruntime output {out.dtype}{list(out.shape)} != PyTorch {ref.dtype}{list(ref.shape)} at batch {b}")
         worst = max(worst, float(np.abs(out.astype(np.float64) - ref.astype(np.float64)).max()))
@@ -179,9 +184,10 @@ def export_onnx(generator, path: str | os.PathLike, metadata: dict[str, Any], ui
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    props = _metadata_props(generator, metadata, uint8)
+    check_output(generator, int(props["image_size"]))
     module = export_module(generator, uint8=uint8)
     bound = (1.0 if uint8 else PARITY_ATOL) if atol is None else atol
-    props = _metadata_props(generator, metadata, uint8)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
@@ -197,7 +203,7 @@ def export_onnx(generator, path: str | os.PathLike, metadata: dict[str, Any], ui
                 props["exporter"] = f"torch.onnx ({label}) torch {_torch_version()}"
                 _set_metadata(model, props)
                 onnx.save_model(model, str(tmp), save_as_external_data=False)
-                diff = parity_check(module, tmp)
+                diff = parity_check(module, tmp, expect_size=int(props["image_size"]))
             except ExportError as exc:
                 tried.append(f"{label}: {exc}")
                 continue
@@ -212,6 +218,41 @@ def export_onnx(generator, path: str | os.PathLike, metadata: dict[str, Any], ui
         raise ExportError("ONNX export refused, no file written: " + "; ".join(tried))
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _who(generator) -> str:
+    from augforge import registry
+    from augforge.errors import ConfigError
+
+    name = getattr(type(generator), "name", type(generator).__qualname__)
+    try:
+        return registry.describe("generator", name)
+    except ConfigError:
+        return f"generator {name!r} ({type(generator).__module__}.{type(generator).__qualname__})"
+
+
+def check_output(generator, image_size: int) -> None:
+    """Refuse a generator whose output is not ``float[B, 3, S, S]`` in [-1, 1] with S the metadata's size.
+
+    The file promises that layout and range to every consumer; nothing is clamped to make it so.
+    """
+    import torch
+
+    g = copy.deepcopy(generator).eval()
+    rng = np.random.default_rng(0)
+    want = (PARITY_BATCHES[-1], 3, image_size, image_size)
+    with torch.no_grad():
+        for scale in (1.0, 8.0):  # "for any z": a far-out z exposes a last layer without tanh
+            z, *label = _example(g, want[0], rng)
+            x = g(z * scale, *(label or [None]))
+            if tuple(x.shape) != want:
+                raise ExportError(f"{_who(generator)} returns images of shape {tuple(x.shape)}, but the metadata says "
+                                  f"image_size={image_size} (expected {want}); fix the generator's output size or "
+                                  f"export the checkpoint of a run at that size")
+            lo, hi = float(x.min()), float(x.max())
+            if not (-1.0 <= lo and hi <= 1.0):
+                raise ExportError(f"{_who(generator)} returns values in [{lo:.3g}, {hi:.3g}]; the file promises [-1, 1] "
+                                  f"and export does not clamp; end the generator's forward() with torch.tanh and retrain")
 
 
 def _torch_version() -> str:

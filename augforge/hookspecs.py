@@ -1,8 +1,10 @@
 """The whole augforge plugin contract.
 
 A plugin is a module (or object) with functions named like the hooks below and decorated with
-``augforge.hookimpl``. It is found through the ``augforge`` entry-point group, so a third-party
-package registers exactly like the first-party ones in ``plugins/``::
+``augforge.hookimpl`` (``from augforge import hookimpl``); an ``augforge_*`` function without
+the decorator, or with a name that matches no hook, disables the plugin with a message. It is
+found through the ``augforge`` entry-point group, so a third-party package registers exactly
+like the first-party ones in ``plugins/``::
 
     [project.entry-points.augforge]
     my_plugin = "my_package.my_module"

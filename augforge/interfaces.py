@@ -108,8 +108,9 @@ class Generator(nn.Module):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    #: image sizes (pixels) this family supports
-    image_sizes: ClassVar[tuple[int, ...]] = (32, 64, 128)
+    #: image sizes (pixels) this family supports; () = not declared. When declared, the core
+    #: refuses other sizes before any data is read (``augforge plugins show NAME`` lists them)
+    image_sizes: ClassVar[tuple[int, ...]] = ()
     config: dict[str, Any]
     latent_dim: int
     num_classes: int
@@ -146,7 +147,7 @@ class Discriminator(nn.Module):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    image_sizes: ClassVar[tuple[int, ...]] = (32, 64, 128)
+    image_sizes: ClassVar[tuple[int, ...]] = ()  # as Generator.image_sizes
     config: dict[str, Any]
     num_classes: int
 

@@ -305,9 +305,7 @@ def run_sweep(
     if tracking_uri:
         base["tracking.uri"] = tracking_uri
     cfg = resolve(preset, base)  # fails early on a wrong key, model or dataset name
-    registry.get("generator", cfg.model.generator)
-    registry.get("discriminator", cfg.discriminator_name)
-    registry.get("dataset", cfg.data.name)
+    registry.validate_config(cfg)
     fixed = frozenset(user) | {"train.eval_every", "train.eval_metric", "train.device", "tracking.uri"}
     dataset, model = cfg.data.name, cfg.model.generator
     name = study or f"{dataset}-{model}-{evaluator}"

@@ -278,3 +278,57 @@ def code_version() -> dict[str, str]:
 
 def make_tracker(enabled: bool = True, uri: str = "", experiment: str = "augforge") -> NullTracker:
     return MlflowTracker(uri, experiment) if enabled else NullTracker()
+
+
+class PluginTracker:
+    """What a lifecycle hook may log into the run it observes, without importing mlflow.
+
+    ``tracker_for(run)`` in ``augforge_run_start`` / ``epoch_end`` / ``run_end`` gives one;
+    metric keys are prefixed with the plugin's name so they cannot overwrite the core's. An
+    untracked run (``--no-track``) gets a tracker that logs nothing.
+    """
+
+    def __init__(self, run_id: str | None, uri: str, prefix: str):
+        self.run_id, self.uri, self.prefix = run_id, uri, prefix
+        self._client = None
+
+    def _c(self):
+        if self._client is None:
+            import mlflow
+
+            self._client = mlflow.MlflowClient(self.uri)
+        return self._client
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self.run_id is None:
+            return
+        for key, value in metrics.items():
+            if value is not None and np.isfinite(float(value)):
+                self._c().log_metric(self.run_id, f"{self.prefix}.{key}", float(value), step=step or 0)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Upload a file (or folder) under ``<prefix>/<artifact_path>`` in the run's artifacts."""
+        if self.run_id is None:
+            return
+        dest = "/".join(p for p in (self.prefix, artifact_path) if p)
+        if Path(path).is_dir():
+            self._c().log_artifacts(self.run_id, str(path), dest)
+        else:
+            self._c().log_artifact(self.run_id, str(path), dest)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.run_id is None:
+            return
+        for key, value in tags.items():
+            self._c().set_tag(self.run_id, f"{self.prefix}.{key}", str(value))
+
+
+def tracker_for(run, plugin: str) -> PluginTracker:
+    """A ``PluginTracker`` for the run a lifecycle hook observes (``run`` is its ``RunInfo``).
+
+    ``plugin`` (your plugin's name) prefixes every key: ``tracker_for(run, "my_plugin")
+    .log_metrics({"sharpness": 0.3}, step=100)`` logs ``my_plugin.sharpness``.
+    """
+    if not plugin or not str(plugin).strip():
+        raise ValueError("tracker_for(run, plugin): give your plugin's name; it prefixes every key")
+    return PluginTracker(run.run_id, run.config.tracking.uri or default_tracking_uri(), str(plugin).strip())

@@ -577,6 +577,8 @@ def train(
         "discriminator", cfg.discriminator_name, image_size=cfg.data.image_size, num_classes=num_classes,
         **cfg.discriminator,
     ).to(device)
+    from augforge.model_checks import check_models  # shapes, dtype, [-1, 1] range, image_sizes
+    check_models(G, D, image_size=cfg.data.image_size, num_classes=num_classes, latent_dim=cfg.model.latent_dim, device=device)
     if t.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     latent_dim = int(getattr(G, "latent_dim", cfg.model.latent_dim))

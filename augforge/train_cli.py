@@ -83,7 +83,7 @@ def build_config(preset: str, sets: tuple[str, ...], flags: dict, resume: str | 
 @click.option("--resume", default=None, metavar="PATH|RUN_DIR", help="Continue a run exactly from its checkpoint.")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (tracking.uri); default MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")
 @click.option("--no-track", is_flag=True, help="Do not track the run in MLflow.")
-@click.option("--dry-run", is_flag=True, help="Print the resolved config as JSON and exit.")
+@click.option("--dry-run", is_flag=True, help="Check every name and plugin key, print the resolved config as JSON and exit.")
 @click.option("--from-trial", default=None, metavar="STUDY:NUMBER", help="Replay a sweep trial (its preset and parameters; --set on top).")
 @click.option("--storage", default=None, help="Optuna storage of --from-trial (default sqlite:///mlruns/optuna.db).")
 def train_command(preset, sets, resume, no_track, dry_run, from_trial, storage, **flags):
@@ -100,6 +100,11 @@ def train_command(preset, sets, resume, no_track, dry_run, from_trial, storage, 
 
         preset, sets = from_trial_args(from_trial, storage, preset, sets)
     cfg = build_config(preset, sets, flags, resume)
+    from augforge import registry
+
+    # names and every plugin key, before any data is decoded; a new run also records every model
+    # option at its default (a resumed run keeps the config its checkpoint holds)
+    cfg = registry.validate_config(cfg, fill_defaults=resume is None)
     if dry_run:
         click.echo(cfg.to_json())
         return
