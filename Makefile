@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(PY) -m pytest
 
-.PHONY: install system-deps demo test test-slow bench clean team-up team-down docker-config
+.PHONY: install system-deps demo test test-slow bench clean team-up team-down docker-config device-check-cpu
 
 $(STAMP): pyproject.toml plugins/pyproject.toml
 	python3 -m venv $(VENV)
@@ -44,3 +44,7 @@ team-down:
 # Validate docker/compose.yaml (+ GPU overlay) without a docker engine.
 docker-config:
 	cd docker && AUGFORGE_ENV_FILE=$${AUGFORGE_ENV_FILE:-env.example} docker-compose -f compose.yaml -f compose.gpu.yaml config -q
+
+# The GPU check (README "GPU") at toy size on this CPU: what the slow test runs.
+device-check-cpu: install
+	PYTHON=$(PY) bash scripts/device-check.sh outputs/device-check-cpu --cpu --tiny

@@ -35,12 +35,30 @@ def make_plugin_manager(autoload: bool | None = None) -> pluggy.PluginManager:
         autoload = os.environ.get("AUGFORGE_PLUGIN_AUTOLOAD", "1") != "0"
     if autoload:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        if not pm.list_plugin_distinfo():
+            _register_builtin_modules(pm)
     # A hookimpl whose name matches no spec (a typo) fails here, at start-up, not silently.
     pm.check_pending()
     if os.environ.get("AUGFORGE_TRACE_HOOKS", "") not in ("", "0"):
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     return pm
+
+
+def _register_builtin_modules(pm: pluggy.PluginManager) -> None:
+    """No entry point in the group: the packages are on ``PYTHONPATH`` but not pip-installed
+    (a bare GPU machine running ``PYTHONPATH=.:plugins``). Register the first-party
+    ``augforge_plugins`` modules under their entry-point names (the module names) instead."""
+    import importlib
+    import pkgutil
+
+    try:
+        package = importlib.import_module("augforge_plugins")
+    except ImportError:
+        return
+    for info in pkgutil.iter_modules(package.__path__):
+        if not pm.is_blocked(info.name):
+            pm.register(importlib.import_module(f"augforge_plugins.{info.name}"), name=info.name)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:

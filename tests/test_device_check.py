@@ -1,0 +1,113 @@
+"""scripts/device-check.sh, the one GPU command, at toy size on the CPU, as the GPU machine has
+it: no mlflow, optuna, albumentations, matplotlib or onnxscript, and no pip install (no entry
+points: the plugin manager registers augforge_plugins from PYTHONPATH itself)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ABSENT = ("mlflow", "optuna", "albumentations", "matplotlib", "onnxscript")
+
+#: run at start-up of every Python the check launches (PYTHONPATH): hide the installed
+#: distributions' entry points, as on a machine where nothing was pip-installed
+SITECUSTOMIZE = """
+import importlib.metadata as md
+
+_distributions = md.distributions
+
+
+def distributions(**kwargs):
+    return [d for d in _distributions(**kwargs) if (d.metadata["Name"] or "").lower() not in ("augforge", "augforge-plugins")]
+
+
+md.distributions = distributions
+"""
+
+
+def _bare_machine(tmp_path: Path) -> Path:
+    stubs = tmp_path / "bare"
+    stubs.mkdir()
+    for name in ABSENT:
+        (stubs / f"{name}.py").write_text(f"raise ImportError('{name} is absent on the GPU machine (test stub)')\n")
+    (stubs / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return stubs
+
+
+def test_plugins_fall_back_to_the_builtin_modules_without_entry_points(monkeypatch):
+    from augforge import plugins, registry
+
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda **kw: [])
+    plugins.reset()
+    try:
+        pm = plugins.make_plugin_manager(autoload=True)
+        assert not pm.list_plugin_distinfo()
+        names = {name for name, _ in pm.list_name_plugin()}
+        assert {"sngan", "cdcgan", "dcgan", "datasets", "metrics"} <= names
+        plugins._pm = pm
+        assert {"sngan", "cdcgan", "dcgan"} <= set(registry.names("generator"))
+        monkeypatch.setenv("AUGFORGE_DISABLE_PLUGINS", "dcgan")
+        blocked = plugins.make_plugin_manager(autoload=True)
+        assert "dcgan" not in {name for name, p in blocked.list_name_plugin() if p is not None}
+    finally:
+        plugins.reset()
+
+
+@pytest.mark.slow
+def test_device_check_cpu_tiny_on_a_bare_machine(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(_bare_machine(tmp_path)), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "device-check.sh"), str(out), "--cpu", "--tiny", "--work", str(work)],
+                          env=env, capture_output=True, text=True, timeout=1800)
+    log = (work / "log.txt").read_text(errors="replace")[-6000:] if (work / "log.txt").exists() else ""
+    assert proc.returncode == 0, proc.stderr[-3000:] + log
+    report = json.loads((out / "report.json").read_text())
+
+    env_r = report["env"]
+    assert set(env_r["missing"]) == set(ABSENT)
+    assert env_r["plugins"]["source"].startswith("augforge_plugins on PYTHONPATH")
+    stages = {name: s["status"] for name, s in report["stages"].items()}
+    assert stages == {"env": "ok", "train": "ok", "export": "ok", "throughput": "ok", "resume": "ok", "ddp": "ok",
+                      "sweep": "skipped"}
+    assert "optuna" in report["stages"]["sweep"]["reason"]
+
+    # what comes back: at most 8 files of at most 16 MiB
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["best.pt", "generator.onnx", "last.pt", "log.txt", "report.json", "report.md", "samples.png"]
+    assert all((out / f).stat().st_size <= 16 * 2**20 for f in files)
+
+    train = report["stages"]["train"]
+    assert train["step"] == 16 and train["best"]["metric"] == "kid" and train["best"]["step"] in (8, 16)
+    from augforge.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "last.pt")["step"] == 16
+    assert load_checkpoint(out / "best.pt")["step"] == train["best"]["step"]
+
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out / "generator.onnx"), providers=["CPUExecutionProvider"])
+    z = np.random.default_rng(0).standard_normal((3, 32)).astype(np.float32)
+    image = sess.run(["image"], {"z": z, "label": np.array([0, 1, 2], dtype=np.int64)})[0]
+    assert image.shape == (3, 3, 32, 32) and np.abs(image).max() <= 1.0
+
+    cells = report["throughput"]
+    measured = {(c["model"], c["mode"]) for c in cells if c.get("img_per_s", 0) > 0}
+    for model in ("sngan", "cdcgan", "dcgan"):
+        assert {(model, "fp32"), (model, "bf16"), (model, "bf16+channels_last")} <= measured
+    assert all(0.0 <= c["data_wait_share"] < 1.0 for c in cells if "img_per_s" in c)
+    assert any(c["mode"].endswith("compile") for c in cells)
+
+    resume = report["stages"]["resume"]
+    assert resume["bitwise_equal"] is True and resume["max_abs_diff"] == 0.0
+    ddp = report["stages"]["ddp"]
+    assert ddp["probe"]["backend"] == "gloo" and ddp["probe"]["world_size"] == 1
+    md = (out / "report.md").read_text()
+    assert "## Throughput" in md and "## modern run" in md
