@@ -45,7 +45,7 @@ def _sync(device: torch.device) -> None:
 
 
 def time_cell(model: str, options: dict, size: int, mode: str, device: torch.device, batch: int,
-              warmup: int, steps: int) -> dict:
+              warmup: int, steps: int, backend: str = "inductor") -> dict:
     """img/s (real images consumed per second) and the share of step time spent fetching data."""
     from augforge import registry
     from augforge.config import resolve
@@ -63,7 +63,7 @@ def time_cell(model: str, options: dict, size: int, mode: str, device: torch.dev
     G, D = G.to(memory_format=fmt), D.to(memory_format=fmt)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.0, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=4e-4, betas=(0.0, 0.999))
-    G_run, D_run = (torch.compile(G), torch.compile(D)) if compiled else (G, D)
+    G_run, D_run = (torch.compile(G, backend=backend), torch.compile(D, backend=backend)) if compiled else (G, D)
     d_loss, g_loss = get_loss("hinge")
     cfg = resolve("", {"data.image_size": size, "train.batch_size": batch})
     n = max(batch * 8, 512 if device.type == "cuda" else batch * 4)
@@ -109,15 +109,18 @@ def time_cell(model: str, options: dict, size: int, mode: str, device: torch.dev
         "model": model, "options": options, "image_size": size, "mode": mode, "batch": batch, "steps": steps,
         "img_per_s": round(steps * batch / elapsed, 1), "ms_per_step": round(1000 * elapsed / steps, 2),
         "data_wait_share": round(waited / elapsed, 4), "warmup_s": round(warm_s, 2),
+        **({"compile_backend": backend} if compiled else {}),
     }
 
 
 def throughput(out: Path, device: torch.device, tiny: bool, budget_s: float) -> list[dict]:
     """Every non-compiled cell first, then compiled ones while the budget lasts (compiling costs
-    tens of seconds per cell). ``tiny``: one 32 px size, few steps, one compiled cell."""
+    tens of seconds per cell). ``tiny``: one 32 px size, few steps, one compiled cell, and on a
+    CPU the "eager" backend (dynamo traces our modules; inductor's C++ build would take minutes)."""
     sizes = (32,) if tiny else (64, 128)
     batch, warmup, steps = (8, 2, 3) if tiny else (64, 5, 30)
     compile_cells = 1 if tiny else len(MODELS) * len(sizes)
+    backend = "eager" if tiny and device.type == "cpu" else "inductor"
     deadline = time.monotonic() + budget_s
     cells = [(m, o, s, mode) for mode in MODES[:3] for s in sizes for m, o in MODELS]
     cells += [(m, o, s, MODES[3]) for s in sizes for m, o in MODELS][:compile_cells]
@@ -129,7 +132,7 @@ def throughput(out: Path, device: torch.device, tiny: bool, budget_s: float) -> 
             continue
         try:
             opts = {"channels": 8} if tiny and model == "sngan" else options  # toy width, as --tiny trains
-            rows.append(time_cell(model, opts, size, mode, device, batch, warmup + 2 * ("compile" in mode), steps))
+            rows.append(time_cell(model, opts, size, mode, device, batch, warmup + 2 * ("compile" in mode), steps, backend))
         except Exception as exc:  # one mode failing (e.g. compile without a C compiler) must not hide the rest
             rows.append({"model": model, "image_size": size, "mode": mode, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
         out.write_text(json.dumps({"device": str(device), "cells": rows}, indent=1) + "\n")

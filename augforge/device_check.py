@@ -42,8 +42,8 @@ MAX_FILE_BYTES = 16 * 2**20  # the device tool's limit per returned file
 HAM = "data/ham10000-200x150"  # under the shared folder, next to the repository
 #: stage -> time cap in seconds (GPU, tiny CPU); the overall budget cuts them further
 CAPS = {
-    "env": (30, 90), "train": (170, 420), "export": (60, 180), "throughput": (130, 200),
-    "resume": (60, 300), "ddp": (60, 240), "sweep": (90, 420),
+    "env": (30, 90), "train": (150, 420), "export": (45, 180), "throughput": (110, 200),
+    "resume": (60, 300), "ddp": (50, 240), "sweep": (90, 420),
 }
 STAGES = tuple(CAPS)
 #: optional package -> what happens without it
@@ -109,9 +109,15 @@ class Check:
                 sets["dataset.max_per_class"] = d["max_per_class"]
         return _flags(sets)
 
+    def _smoke(self) -> list[str]:
+        """The `smoke` preset on the train stage's data at its image size (decoded and cached)."""
+        sets = {"data.image_size": 32 if self.tiny else 64, **({"train.device": "cpu"} if self.cpu else {})}
+        return ["--preset", "smoke", *self._data_sets(), *_flags(sets)]
+
     def sh(self, args: list[str], cap: float, grace: float = 30.0) -> dict:
         """Run ``args`` (a list; ``augforge`` means this Python's CLI) with stdout into log.txt.
-        At ``cap`` seconds the process group gets SIGINT, ``grace`` seconds later SIGKILL."""
+        At ``cap - grace`` seconds the process group gets SIGINT, at ``cap`` SIGKILL."""
+        grace = min(grace, cap / 4)
         if args[0] == "augforge":
             args = [sys.executable, "-m", "augforge.cli", *args[1:]]
         with self.log.open("a") as log:
@@ -236,7 +242,7 @@ class Check:
             sets["train.device"] = "cpu"
         args = ["augforge", "train", "--preset", "modern", "--no-track", *self._data_sets(), "--out-dir", str(runs),
                 "--run-name", "modern", *_flags(sets)]
-        r = self.sh(args, cap, grace=min(45.0, cap / 4))
+        r = self.sh(args, cap, grace=45.0)
         run_dir = runs / "modern"
         result = {"command": " ".join(args), "run_dir": str(run_dir), **r,
                   "status": "ok" if r["rc"] == 0 or (r["rc"] == 130 and r["guard"] == "SIGINT") else "failed"}
@@ -286,11 +292,10 @@ class Check:
         """Same seed and config: N steps straight vs N/2, then --resume to N."""
         import torch
 
-        n = 12 if self.tiny or self.cpu else 40
+        n = 8 if self.tiny else 40
         runs = self.work / "resume"
-        base = ["augforge", "train", "--preset", "smoke", "--no-track", "--out-dir", str(runs),
+        base = ["augforge", "train", "--no-track", "--out-dir", str(runs), *self._smoke(),
                 "--set", "train.log_every=2", "--set", "train.checkpoint_every=4"]
-        base += ["--set", "train.device=cpu"] if self.cpu else []
         each = cap / 3
         a = self.sh([*base, "--run-name", "straight", "--set", f"train.steps={n}"], each)
         b = self.sh([*base, "--run-name", "resumed", "--set", f"train.steps={n // 2}"], each)
@@ -315,9 +320,8 @@ class Check:
 
     def stage_ddp(self, cap: float) -> dict:
         run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
-        args = [*run, "-m", "augforge.cli", "train", "--preset", "smoke", "--no-track", "--out-dir",
-                str(self.work / "ddp"), "--run-name", "torchrun", "--set", "train.steps=8"]
-        args += ["--set", "train.device=cpu"] if self.cpu else []
+        args = [*run, "-m", "augforge.cli", "train", "--no-track", "--out-dir", str(self.work / "ddp"),
+                "--run-name", "torchrun", *self._smoke(), "--set", "train.steps=6"]
         t = self.sh(args, cap / 2)
         probe = self.work / "ddp-probe.json"
         p = self.sh([*run, "-m", "augforge.device_bench", "ddp-probe", str(probe)], cap / 2)
@@ -335,9 +339,9 @@ class Check:
         import optuna
 
         storage = f"sqlite:///{self.work / 'optuna.db'}"
-        steps = {"train.steps": 8} if self.tiny else {"train.steps": 300, "train.log_every": 50}
+        steps = {"train.steps": 8} if self.tiny else {"train.steps": 200, "train.log_every": 50}
         args = ["augforge", "sweep", "--preset", "modern", *self._data_sets(), "--trials", "4", "--pruner", "median",
-                "--eval-every", "4" if self.tiny else "100", "--startup-trials", "2", "--storage", storage,
+                "--eval-every", "4" if self.tiny else "50", "--startup-trials", "2", "--storage", storage,
                 "--study", "device-check", "--tracking-uri", f"sqlite:///{self.work / 'mlflow.db'}", "--no-register",
                 "--device", self.device, *_flags({**steps, **(TINY if self.tiny else {})})]
         r = self.sh(args, cap)

@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 site=""
 if [ -d .device-wheels ] && ls .device-wheels/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --find-links .device-wheels --target .device-site .device-wheels/*.whl \
+    # --no-deps: the folder holds exactly what the machine lacks (make device-wheels)
+    "$PY" -m pip install -q --no-index --no-deps --target .device-site .device-wheels/*.whl \
         && site=":.device-site" || echo "device-check: installing .device-wheels failed; going on without" >&2
 fi
 export PYTHONPATH=".:plugins${site}${PYTHONPATH:+:$PYTHONPATH}"
