@@ -72,6 +72,7 @@ def time_cell(model: str, options: dict, size: int, mode: str, device: torch.dev
     autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else contextlib.nullcontext
 
     def step(i: int) -> float:
+        # synchronising around the fetch isolates its time (the loop itself does not wait here)
         _sync(device)
         t0 = time.perf_counter()
         x, y = source.get(0, i % len(order), order)
@@ -146,7 +147,7 @@ def ddp_probe(out: Path) -> dict:
 
     from augforge import registry
 
-    cuda = torch.cuda.is_available() and os.environ.get("AUGFORGE_DEVICE_CHECK_CPU") != "1"
+    cuda = torch.cuda.is_available()  # the CPU check hides CUDA (CUDA_VISIBLE_DEVICES="")
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:

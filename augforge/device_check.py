@@ -1,6 +1,6 @@
 """One prepared command for a borrowed GPU (README "GPU"): evidence in under 8 minutes.
 
-    scripts/device-check.sh OUT [--cpu --tiny] [--data DIR] [--budget-s 450] [--only a,b]
+    scripts/device-check.sh OUT [--cpu --tiny] [--data DIR] [--budget-s 450] [--only a,b] [--cap-scale 1]
 
 Stages, most valuable first, each under its own time cap inside one overall budget; a stage
 that fails or runs out of time is recorded and the next one runs:
@@ -74,8 +74,9 @@ def _version(module: str) -> str:
 
 
 class Check:
-    def __init__(self, out: Path, work: Path, cpu: bool, tiny: bool, data: str | None, budget_s: float):
-        self.out, self.work, self.cpu, self.tiny = out, work, cpu, tiny
+    def __init__(self, out: Path, work: Path, cpu: bool, tiny: bool, data: str | None, budget_s: float,
+                 cap_scale: float = 1.0):
+        self.out, self.work, self.cpu, self.tiny, self.cap_scale = out, work, cpu, tiny, cap_scale
         self.deadline = time.monotonic() + budget_s
         self.report: dict = {"args": {"cpu": cpu, "tiny": tiny, "budget_s": budget_s, "work": str(work)},
                              "stages": {}, "files": {}}
@@ -165,7 +166,7 @@ class Check:
         for name in STAGES:
             if only and name not in only:
                 continue
-            cap = min(CAPS[name][1 if self.tiny else 0], self.deadline - time.monotonic())
+            cap = min(CAPS[name][1 if self.tiny else 0] * self.cap_scale, self.deadline - time.monotonic())
             if cap < 10:
                 self.report["stages"][name] = {"status": "skipped", "reason": "overall budget spent"}
                 continue
@@ -360,6 +361,7 @@ def main(argv=None) -> None:
     p.add_argument("--data", default=None, help=f"HAM10000 folder (default: ../shared/{HAM}, shared/{HAM}, /work/shared/{HAM})")
     p.add_argument("--budget-s", type=float, default=None, help="overall wall budget (default 450; tiny 1500)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temp folder)")
+    p.add_argument("--cap-scale", type=float, default=1.0, help="multiply every stage's time cap (a slow or busy machine)")
     p.add_argument("--only", default="", help=f"comma-separated stages to run: {', '.join(STAGES)}")
     a = p.parse_args(argv)
     only = [s.strip() for s in a.only.split(",") if s.strip()]
@@ -370,7 +372,7 @@ def main(argv=None) -> None:
     work = a.work or Path(tempfile.mkdtemp(prefix="augforge-device-check-"))
     work.mkdir(parents=True, exist_ok=True)
     budget = a.budget_s if a.budget_s is not None else (1500.0 if a.tiny else 450.0)
-    report = Check(a.out.resolve(), work.resolve(), a.cpu, a.tiny, a.data, budget).run(only)
+    report = Check(a.out.resolve(), work.resolve(), a.cpu, a.tiny, a.data, budget * a.cap_scale, a.cap_scale).run(only)
     states = {n: s["status"] for n, s in report["stages"].items()}
     print(json.dumps(states), file=sys.stderr)
     print(f"report: {a.out / 'report.md'}", file=sys.stderr)
