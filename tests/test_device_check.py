@@ -61,6 +61,40 @@ def test_plugins_fall_back_to_the_builtin_modules_without_entry_points(monkeypat
         plugins.reset()
 
 
+def test_large_files_come_back_in_parts_that_join_to_the_original(tmp_path, monkeypatch):
+    from augforge import device_check
+
+    monkeypatch.setattr(device_check, "MAX_FILE_BYTES", 1000)
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    work.mkdir()
+    check = device_check.Check(out, work, cpu=True, tiny=True, data=None, budget_s=60)
+    blob = np.random.default_rng(0).integers(0, 256, 2500, dtype=np.uint8).tobytes()
+    (work / "big").write_bytes(blob)
+    assert check.keep(work / "big", "last.pt", parts=3)
+    parts = sorted(out.glob("last.pt.part-*"))
+    assert [p.name for p in parts] == ["last.pt.part-0", "last.pt.part-1", "last.pt.part-2"]
+    assert all(p.stat().st_size <= 1000 for p in parts)
+    assert b"".join(p.read_bytes() for p in parts) == blob
+    assert not check.keep(work / "big", "best.pt")  # one file allowed: refused and recorded
+    assert check.report["files"]["best.pt"].startswith("not returned") and not (out / "best.pt").exists()
+
+
+def test_report_markdown_tabulates_throughput_per_mode():
+    from augforge.device_report import markdown
+
+    cells = [
+        {"model": "sngan", "image_size": 64, "mode": "fp32", "img_per_s": 1234.0, "data_wait_share": 0.021},
+        {"model": "sngan", "image_size": 64, "mode": "bf16", "error": "RuntimeError: no bf16"},
+        {"model": "dcgan", "image_size": 64, "mode": "fp32", "skipped": "stage budget spent (75 s)"},
+    ]
+    md = markdown({"throughput": cells, "stages": {"throughput": {"status": "partial", "seconds": 80, "cap_s": 110}}})
+    assert "| model | px | fp32 | bf16 |" in md
+    assert "| sngan | 64 | 1,234 (2.1 %) | error: RuntimeError: no bf16 |" in md
+    assert "| dcgan | 64 | stage budget spent (75 s) | - |" in md
+    assert "| throughput | partial | 80 | 110 |" in md
+
+
 @pytest.mark.slow
 def test_device_check_cpu_tiny_on_a_bare_machine(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
