@@ -21,7 +21,8 @@ def _throughput(cells: list[dict]) -> list[str]:
         for mode in modes:
             c = by.get((model, size, mode), {})
             if "img_per_s" in c:
-                row.append(f"{c['img_per_s']:,.0f} ({100 * c['data_wait_share']:.1f} %)")
+                v = c["img_per_s"]
+                row.append(f"{v:,.0f} ({100 * c['data_wait_share']:.1f} %)" if v >= 100 else f"{v:.3g} ({100 * c['data_wait_share']:.1f} %)")
             else:
                 row.append(("error: " + c["error"][:60]) if "error" in c else c.get("skipped", "-"))
         rows.append(row)
