@@ -96,6 +96,7 @@ def test_report_markdown_tabulates_throughput_per_mode():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # every stage's tiny cap together is 1,500 s; ~8 min on 2 idle cores (estimate)
 def test_device_check_cpu_tiny_on_a_bare_machine(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(_bare_machine(tmp_path)), "OMP_NUM_THREADS": "1"}
