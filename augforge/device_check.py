@@ -341,6 +341,7 @@ class Check:
 
         storage = f"sqlite:///{self.work / 'optuna.db'}"
         steps = {"train.steps": 8} if self.tiny else {"train.steps": 200, "train.log_every": 50}
+        steps["train.out_dir"] = self.work / "sweep-runs"
         args = ["augforge", "sweep", "--preset", "modern", *self._data_sets(), "--trials", "4", "--pruner", "median",
                 "--eval-every", "4" if self.tiny else "50", "--startup-trials", "2", "--storage", storage,
                 "--study", "device-check", "--tracking-uri", f"sqlite:///{self.work / 'mlflow.db'}", "--no-register",
