@@ -4,6 +4,10 @@ Environment switches:
 - ``AUGFORGE_DISABLE_PLUGINS=a,b`` blocks plugins by entry-point name (see ``augforge plugins``).
 - ``AUGFORGE_TRACE_HOOKS=1`` prints every hook call and result to stderr.
 - ``AUGFORGE_PLUGIN_AUTOLOAD=0`` skips entry points (tests then register plugins by hand).
+
+When the group has no entry point at all (the packages are on ``PYTHONPATH`` but not installed,
+as on the bare GPU machine of ``scripts/device-check.sh``) the ``augforge_plugins`` modules are
+registered directly, under their module names.
 """
 
 from __future__ import annotations
@@ -46,9 +50,7 @@ def make_plugin_manager(autoload: bool | None = None) -> pluggy.PluginManager:
 
 
 def _register_builtin_modules(pm: pluggy.PluginManager) -> None:
-    """No entry point in the group: the packages are on ``PYTHONPATH`` but not pip-installed
-    (a bare GPU machine running ``PYTHONPATH=.:plugins``). Register the first-party
-    ``augforge_plugins`` modules under their entry-point names (the module names) instead."""
+    """The first-party ``augforge_plugins`` modules, each under its entry-point name (= module name)."""
     import importlib
     import pkgutil
 
