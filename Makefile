@@ -49,12 +49,14 @@ docker-config:
 device-check-cpu: install
 	PYTHON=$(PY) bash scripts/device-check.sh outputs/device-check-cpu --cpu --tiny
 
-# optuna + mlflow-skinny and the dependencies the GPU machine lacks, as wheels for its Python
-# 3.12, so the device check can sweep there (carried as .device-wheels; ~22 MiB of the 64 allowed).
+# optuna + mlflow-skinny (the sweep) and onnxscript (the dynamo ONNX exporter; the TorchScript one
+# refuses sngan) with the dependencies the GPU machine lacks, as wheels for its Python 3.12
+# (carried as .device-wheels, ~23 MiB of the 64 allowed).
 DEVICE_PLATFORMS := --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64
 device-wheels:
 	rm -rf .device-wheels
-	python3 -m pip download -q --only-binary=:all: --python-version 3.12 $(DEVICE_PLATFORMS) -d .device-wheels optuna mlflow-skinny
+	python3 -m pip download -q --only-binary=:all: --python-version 3.12 $(DEVICE_PLATFORMS) -d .device-wheels optuna mlflow-skinny onnxscript
 	# already on the GPU machine (README "GPU"): do not carry or shadow them
-	rm -f .device-wheels/numpy-* .device-wheels/click-* .device-wheels/tqdm-*
+	rm -f .device-wheels/numpy-* .device-wheels/onnx-* .device-wheels/sympy-* .device-wheels/mpmath-* \
+	      .device-wheels/click-* .device-wheels/tqdm-*
 	du -sh .device-wheels

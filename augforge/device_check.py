@@ -16,8 +16,8 @@ that fails or runs out of time is recorded and the next one runs:
     sweep       `augforge sweep`, 4 trials, median pruner, when optuna and mlflow import
 
 OUT gets at most 8 files of at most 16 MiB each (what the device tool brings back): report.json
-(the sweep's trials table included), report.md, log.txt, generator.onnx (from best.pt),
-samples.png, and last.pt, split into 16 MiB parts when larger (``cat last.pt.part-* > last.pt``);
+(the sweep's trials table included), report.md, log.txt, generator.onnx (from best.pt; when
+the export fails there, best-generator.pt: best.pt without D and optimisers), samples.png, and last.pt, split into 16 MiB parts when larger (``cat last.pt.part-* > last.pt``);
 best.pt too when it fits in one file. Scratch (run folders, decode cache, detector) goes to
 --work. ``--cpu --tiny`` runs every stage at toy size.
 """
@@ -52,7 +52,7 @@ OPTIONAL = {
     "optuna": "the sweep is skipped (make device-wheels; the sweep also needs mlflow)",
     "albumentations": "not needed: data.augment=none keeps the uint8 split resident on the device",
     "matplotlib": "no loss_curve.png (augforge.grid warns and goes on)",
-    "onnxscript": "export falls back to the TorchScript exporter (export's auto order)",
+    "onnxscript": "export falls back to TorchScript, which refuses sngan (measured): best-generator.pt comes back instead",
 }
 #: the `modern` recipe at toy width (--tiny)
 TINY = {"train.batch_size": 8, "data.image_size": 32, "model.latent_dim": 32, "generator.channels": 8,
@@ -62,6 +62,16 @@ REQUIRED = ("torch", "numpy", "pandas", "PIL", "onnx", "onnxruntime", "scipy", "
 
 def _flags(sets: dict) -> list[str]:
     return [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
+
+
+def _slim_generator(src: Path, dst: Path) -> None:
+    """The checkpoint without discriminator and optimisers (~1/4 of the size): enough for
+    `augforge export`/`generate`/`evaluate --checkpoint`, not for --resume."""
+    from augforge.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(src)
+    drop = ("format", "discriminator", "opt_g", "opt_d", "rng", "extra")
+    save_checkpoint(dst, {k: v for k, v in state.items() if k not in drop})
 
 
 def _version(module: str) -> str:
@@ -275,8 +285,12 @@ class Check:
         if grids:
             self.keep(grids[-1], "samples.png")
         ok = r["rc"] == 0 and self.keep(onnx, "generator.onnx")
+        if not ok:  # e.g. no onnxscript there and the TorchScript exporter refuses the model
+            _slim_generator(src, self.work / "best-generator.pt")
+            self.keep(self.work / "best-generator.pt", "best-generator.pt")
         return {"status": "ok" if ok else "failed", "checkpoint": src.name, **r,
-                "samples": grids[-1].name if grids else None}
+                "samples": grids[-1].name if grids else None,
+                **({} if ok else {"fallback": "best-generator.pt: export it here with augforge export --checkpoint"})}
 
     def stage_throughput(self, cap: float) -> dict:
         path = self.work / "throughput.json"
