@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(PY) -m pytest
 
-.PHONY: install system-deps demo test test-slow bench clean team-up team-down docker-config
+.PHONY: install system-deps demo test test-slow bench clean team-up team-down docker-config device-check-cpu device-wheels
 
 $(STAMP): pyproject.toml plugins/pyproject.toml runtime/pyproject.toml
 	python3 -m venv $(VENV)
@@ -44,3 +44,19 @@ team-down:
 # Validate docker/compose.yaml (+ GPU overlay) without a docker engine.
 docker-config:
 	cd docker && AUGFORGE_ENV_FILE=$${AUGFORGE_ENV_FILE:-env.example} docker-compose -f compose.yaml -f compose.gpu.yaml config -q
+
+# The GPU check (README "GPU") at toy size on this CPU: what the slow test runs.
+device-check-cpu: install
+	PYTHON=$(PY) bash scripts/device-check.sh outputs/device-check-cpu --cpu --tiny
+
+# optuna + mlflow-skinny (the sweep) and onnxscript (the dynamo ONNX exporter; the TorchScript one
+# refuses sngan) with the dependencies the GPU machine lacks, as wheels for its Python 3.12
+# (carried as .device-wheels, ~23 MiB of the 64 allowed).
+DEVICE_PLATFORMS := --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64
+device-wheels:
+	rm -rf .device-wheels
+	python3 -m pip download -q --only-binary=:all: --python-version 3.12 $(DEVICE_PLATFORMS) -d .device-wheels optuna mlflow-skinny onnxscript
+	# already on the GPU machine (README "GPU"): do not carry or shadow them
+	rm -f .device-wheels/numpy-* .device-wheels/onnx-* .device-wheels/sympy-* .device-wheels/mpmath-* \
+	      .device-wheels/click-* .device-wheels/tqdm-*
+	du -sh .device-wheels

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -84,13 +85,19 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     return path
 
 
-def loss_curve_png(history: dict[str, list[float]], path: str | os.PathLike, title: str = "") -> Path:
+def loss_curve_png(history: dict[str, list[float]], path: str | os.PathLike, title: str = "") -> Path | None:
     """Plot the logged training curves (``history["step"]`` against each series) to a PNG.
 
     Top panel: ``loss_d`` and ``loss_g``; bottom panel: ``d_real`` and ``d_fake`` (mean raw
-    discriminator logits). Series that are missing are skipped.
+    discriminator logits). Series that are missing are skipped. Without matplotlib (a bare
+    GPU machine, scripts/device-check.sh) nothing is drawn and None is returned: the curve
+    is a picture of numbers the checkpoint keeps (``extra.history``), not worth a failed run.
     """
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        warnings.warn(f"matplotlib is not installed: no loss curve at {path} (pip install matplotlib)", stacklevel=2)
+        return None
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt

@@ -9,6 +9,10 @@ A plugin that cannot be used (its import fails, a hook is misspelt or not marked
 ``@augforge.hookimpl``, a register hook raises or returns something other than a list of valid
 classes) is *disabled for this command* and reported by name on stderr; every other plugin
 keeps working, so ``augforge --help`` and ``augforge plugins`` always run.
+
+When the group has no entry point at all (the packages are on ``PYTHONPATH`` but not installed,
+as on the bare GPU machine of ``scripts/device-check.sh``) the ``augforge_plugins`` modules are
+registered directly, under their module names.
 """
 
 from __future__ import annotations
@@ -112,12 +116,34 @@ def make_plugin_manager(autoload: bool | None = None) -> PluginManager:
         autoload = envvars.get("AUGFORGE_PLUGIN_AUTOLOAD")
     if autoload:
         _load_entry_points(pm)
+        if not importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            _register_builtin_modules(pm)
     # Every plugin passed check_hooks; this still guards plugins registered by other means.
     pm.check_pending()
     if envvars.get("AUGFORGE_TRACE_HOOKS"):
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     return pm
+
+
+def _register_builtin_modules(pm: PluginManager) -> None:
+    """The first-party ``augforge_plugins`` modules, each under its entry-point name (= module name),
+    checked like any entry point."""
+    import importlib
+    import pkgutil
+
+    try:
+        package = importlib.import_module("augforge_plugins")
+    except ImportError:
+        return
+    for info in pkgutil.iter_modules(package.__path__):
+        if not pm.is_blocked(info.name):
+            try:
+                module = importlib.import_module(f"augforge_plugins.{info.name}")
+            except Exception as exc:
+                pm.disable(info.name, f"importing augforge_plugins.{info.name} failed: {type(exc).__name__}: {exc}")
+                continue
+            _register_checked(pm, module, info.name)
 
 
 def get_plugin_manager() -> PluginManager:

@@ -556,19 +556,27 @@ def _summarise(st, name, storage, key, direction, parent_id, preset, base) -> Sw
 
 
 def _log_plots(st, tracker, key: str) -> list[str]:
-    """Optuna's plots (matplotlib backend) as PNGs, plus the trials table, on the parent run."""
-    import matplotlib
+    """Optuna's plots (matplotlib backend) as PNGs, plus the trials table, on the parent run.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Without matplotlib (the bare GPU machine of scripts/device-check.sh) there are no PNGs;
+    the trials table (and HTML plots, with plotly) is still logged."""
+    try:
+        import matplotlib
+    except ImportError:
+        matplotlib = None
+
     import optuna
-    from optuna.visualization import matplotlib as ovm
+
+    if matplotlib is not None:
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from optuna.visualization import matplotlib as ovm
 
     written = []
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tmp = Path(tmp)
-        plots = {
+        plots = {} if matplotlib is None else {
             "optimization_history": lambda: ovm.plot_optimization_history(st, target_name=key),
             "intermediate_values": lambda: ovm.plot_intermediate_values(st),
             "param_importances": lambda: ovm.plot_param_importances(st, evaluator=_importance_evaluator(), target_name=key),
