@@ -37,6 +37,7 @@ def _resampler(train: ImageSet, swap: bool):
     return sample
 
 
+@pytest.mark.slow
 def test_cas_is_per_class_and_tells_a_useful_generator_from_a_useless_one(sets):
     ev = registry.build("evaluator", "cas", seeds=2, synthetic_per_class=30)
     assert ev.cheap is False

@@ -156,6 +156,7 @@ def checkpoint_with_d(fakes, tmp_path):
                                                                                          "state": d.state_dict()}})
 
 
+@pytest.mark.slow
 def test_filter_keeps_the_best_half_and_writes_scores(onnx_file, checkpoint_with_d, fast_detector, tmp_path, capsys):
     out = tmp_path / "f"
     main(["generate", "--onnx", str(onnx_file), "--counts", "mel=6,nv=4", "--out", str(out), "--seed", "2",

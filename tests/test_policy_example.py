@@ -38,6 +38,7 @@ def _real(onnx_file, tmp_path):
     return real
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["balanced", "pretrain-synthetic:ratio:1:weight=0.5"])
 def test_trains_with_the_policys_counts(onnx_file, tmp_path, policy):
     real = _real(onnx_file, tmp_path)
@@ -55,6 +56,7 @@ def test_trains_with_the_policys_counts(onnx_file, tmp_path, policy):
     assert out["policy"] == str(parse_policy(policy)) and 0 <= out["balanced_accuracy"] <= 1
 
 
+@pytest.mark.slow
 def test_filtered_policy_reads_generate_scores(onnx_file, tmp_path):
     real = _real(onnx_file, tmp_path)
     syn = tmp_path / "syn"

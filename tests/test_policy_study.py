@@ -36,6 +36,7 @@ def _context(train, val, sampler, calls):
     return evaluate.EvalContext(det, torch.device("cpu"), train.class_names, seed=0, image_size=16, real_val=val, sampler=sample)
 
 
+@pytest.mark.slow
 def test_policy_study_mechanics(sets, monkeypatch):
     from augforge import classify
 
