@@ -67,10 +67,10 @@ def parse_counts(text: str) -> dict[str, int]:
     return counts
 
 
-def _near_copy_check(onnx_path: Path, metadata: dict[str, str], train_data: str | None, quantile: float):
-    """``fn(images) -> bool mask`` flagging near-copies of the generator's training images."""
+def _training_config(onnx_path: Path, metadata: dict[str, str], train_data: str | None):
+    """The run config of the generator's training data (``train_data``: NAME[:ROOT] when it moved)."""
     from augforge.config import apply_overrides
-    from augforge.evaluate import near_copy_mask_for, onnx_config
+    from augforge.evaluate import onnx_config
 
     cfg, _ = onnx_config(onnx_path, metadata)
     if train_data:  # NAME[:ROOT] -- another copy or location of the training data
@@ -82,6 +82,14 @@ def _near_copy_check(onnx_path: Path, metadata: dict[str, str], train_data: str 
     size = int(metadata["image_size"])
     if cfg.data.image_size != size:
         cfg = apply_overrides(cfg, {"data.image_size": size})
+    return cfg
+
+
+def _near_copy_check(onnx_path: Path, metadata: dict[str, str], train_data: str | None, quantile: float):
+    """``fn(images) -> bool mask`` flagging near-copies of the generator's training images."""
+    from augforge.evaluate import near_copy_mask_for
+
+    cfg = _training_config(onnx_path, metadata, train_data)
     return lambda images: np.asarray(near_copy_mask_for(cfg, images, quantile=quantile), bool)
 
 
@@ -94,15 +102,9 @@ def _scorer(onnx_path: Path, gen, filters: tuple[str, ...], train_data: str | No
     ``--drop-near-copies``.
     """
     from augforge import filtering
-    from augforge.config import apply_overrides
-    from augforge.evaluate import get_detector, load_data, onnx_config, split_sets
+    from augforge.evaluate import get_detector, load_data, split_sets
 
-    cfg, _ = onnx_config(onnx_path, gen.metadata)
-    if train_data:
-        name, _, root = train_data.partition(":")
-        cfg = apply_overrides(cfg, {"data.name": name, **({"dataset.root": root} if root else {})})
-    if cfg.data.image_size != gen.image_size:
-        cfg = apply_overrides(cfg, {"data.image_size": gen.image_size})
+    cfg = _training_config(onnx_path, gen.metadata, train_data)
     disc = None
     if "realism" in filters:
         checkpoint = checkpoint or gen.metadata.get("checkpoint") or None
@@ -110,10 +112,10 @@ def _scorer(onnx_path: Path, gen, filters: tuple[str, ...], train_data: str | No
             raise AugforgeError(f"realism filtering needs the discriminator: pass --checkpoint FILE (the augforge checkpoint "
                                 f"{onnx_path.name} was exported from); the ONNX metadata names {checkpoint or 'none'}")
         disc = _discriminator(Path(checkpoint), gen.image_size)
-    arrays, splits = load_data(cfg)
-    names = list(arrays.class_names)
-    detector = get_detector(cfg, arrays, splits, device="cpu") if "label" in filters else None
     check = "novelty" in filters or drop_near_copies
+    arrays, splits = load_data(cfg) if check or "label" in filters else (None, None)  # realism alone needs no data
+    names = list(arrays.class_names) if arrays is not None else []
+    detector = get_detector(cfg, arrays, splits, device="cpu") if "label" in filters else None
     sets = split_sets(arrays, splits, ("train", "test")) if check else {}
     threshold = None
     if check:  # the near-copy threshold once, from real held-out lesions

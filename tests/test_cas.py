@@ -39,7 +39,7 @@ def _resampler(train: ImageSet, swap: bool):
 
 @pytest.mark.slow
 def test_cas_is_per_class_and_tells_a_useful_generator_from_a_useless_one(sets):
-    ev = registry.build("evaluator", "cas", seeds=2, synthetic_per_class=30)
+    ev = registry.build("evaluator", "cas", seeds=2, synthetic_per_class=30, epochs=3)
     assert ev.cheap is False
     good = ev.evaluate(sets["train"], None, sets["test"], _context(sets, _resampler(sets["train"], swap=False)))
     bad = ev.evaluate(sets["train"], None, sets["test"], _context(sets, _resampler(sets["train"], swap=True)))
