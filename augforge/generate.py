@@ -8,6 +8,10 @@ unchanged::
     OUT/generation.json     what made them: source model (for models:/ the version it resolved
                             to and the tracking store), seed, counts, dropped near-copies
 
+With ``--filter realism,label,novelty --keep 0.5`` each class is drawn ceil(n / keep) times,
+scored (``augforge.filtering``), and the best n kept; ``metadata.csv`` gains ``score_*``
+columns (the scores used and ``score_rank``, the combined within-class percentile rank).
+
 ``dx_type`` is ``synthetic``; ``age`` is empty and ``sex``/``localization`` are ``unknown``
 (HAM10000's own value for a missing field). Every image is its own lesion. The j-th image of
 class k is drawn from noise seeded ``(seed, k, j)`` (``augforge.runtime.OnnxGenerator.render``),
@@ -17,6 +21,7 @@ so the same seed writes byte-identical files, and images equal ``SyntheticLesion
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
@@ -64,10 +69,10 @@ def parse_counts(text: str) -> dict[str, int]:
     return counts
 
 
-def _near_copy_check(onnx_path: Path, metadata: dict[str, str], train_data: str | None, quantile: float):
-    """``fn(images) -> bool mask`` flagging near-copies of the generator's training images."""
+def _training_config(onnx_path: Path, metadata: dict[str, str], train_data: str | None):
+    """The run config of the generator's training data (``train_data``: NAME[:ROOT] when it moved)."""
     from augforge.config import apply_overrides
-    from augforge.evaluate import near_copy_mask_for, onnx_config
+    from augforge.evaluate import onnx_config
 
     cfg, _ = onnx_config(onnx_path, metadata)
     if train_data:  # NAME[:ROOT] -- another copy or location of the training data
@@ -79,7 +84,103 @@ def _near_copy_check(onnx_path: Path, metadata: dict[str, str], train_data: str 
     size = int(metadata["image_size"])
     if cfg.data.image_size != size:
         cfg = apply_overrides(cfg, {"data.image_size": size})
+    return cfg
+
+
+def _near_copy_check(onnx_path: Path, metadata: dict[str, str], train_data: str | None, quantile: float):
+    """``fn(images) -> bool mask`` flagging near-copies of the generator's training images."""
+    from augforge.evaluate import near_copy_mask_for
+
+    cfg = _training_config(onnx_path, metadata, train_data)
     return lambda images: np.asarray(near_copy_mask_for(cfg, images, quantile=quantile), bool)
+
+
+def _scorer(onnx_path: Path, gen, filters: tuple[str, ...], train_data: str | None, quantile: float, checkpoint, drop_near_copies: bool):
+    """``fn(images, class name, model label) -> (scores dict, near-copy mask)`` for ``--filter``.
+
+    realism: the discriminator of ``checkpoint`` (default: the checkpoint named in the ONNX
+    metadata); label: the cached detector of the training data; novelty: the distance to the
+    nearest training image. Near-copies are flagged when novelty is a filter or with
+    ``--drop-near-copies``.
+    """
+    from augforge import filtering
+    from augforge.evaluate import get_detector, load_data, split_sets
+
+    cfg = _training_config(onnx_path, gen.metadata, train_data)
+    disc = None
+    if "realism" in filters:
+        checkpoint = checkpoint or gen.metadata.get("checkpoint") or None
+        if not checkpoint or not Path(checkpoint).is_file():
+            raise AugforgeError(f"realism filtering needs the discriminator: pass --checkpoint FILE (the augforge checkpoint "
+                                f"{onnx_path.name} was exported from); the ONNX metadata names {checkpoint or 'none'}")
+        disc = _discriminator(Path(checkpoint), gen.image_size)
+    check = "novelty" in filters or drop_near_copies
+    arrays, splits = load_data(cfg) if check or "label" in filters else (None, None)  # realism alone needs no data
+    names = list(arrays.class_names) if arrays is not None else []
+    detector = get_detector(cfg, arrays, splits, device="cpu") if "label" in filters else None
+    sets = split_sets(arrays, splits, ("train", "test")) if check else {}
+    threshold = None
+    if check:  # the near-copy threshold once, from real held-out lesions
+        _, _, threshold = filtering.novelty(sets["test"].images[:1], sets["train"].images, baseline=sets["test"].images,
+                                            baseline_groups=sets["test"].groups, train_groups=sets["train"].groups,
+                                            quantile=quantile)
+
+    def score(images, name: str, label: int):
+        scores, copies = {}, None
+        if disc is not None:
+            scores["realism"] = filtering.realism(disc, images, np.full(len(images), label))
+        if detector is not None:
+            if name not in names:
+                raise AugforgeError(f"label filtering: class {name!r} is not in the detector's classes {names}")
+            scores["label"] = filtering.label_probability(detector, images, np.full(len(images), names.index(name)))
+        if check:
+            dist, copies, _ = filtering.novelty(images, sets["train"].images, threshold=threshold)
+            if "novelty" in filters:
+                scores["novelty"] = dist
+        return scores, copies
+
+    return score
+
+
+def _discriminator(path: Path, image_size: int):
+    from augforge import registry
+    from augforge.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    d = state.get("discriminator")
+    if not d:
+        raise AugforgeError(f"{path} holds no discriminator; realism filtering needs a training checkpoint (`augforge train`)")
+    if int(state.get("image_size", image_size)) != image_size:
+        raise AugforgeError(f"{path} is a {state.get('image_size')} px model, the generator makes {image_size} px images")
+    disc = registry.build("discriminator", d["name"], **d["config"])
+    disc.load_state_dict(d["state"])
+    return disc.eval()
+
+
+def _filtered_draws(gen, score, seed: int, name: str, label: int, n: int, keep: float):
+    """Draw ceil(n / keep) images, score them, keep the best n (near-copies dropped; more draws
+    when too few remain). Returns ``(images, scores table, near-copies dropped)``."""
+    import pandas as pd
+
+    from augforge.filtering import select
+
+    m = math.ceil(n / keep)
+    images, cols, copies = [], [], []
+    for rounds in range(1, MAX_ROUNDS + 1):
+        ords = np.arange((rounds - 1) * m, rounds * m)
+        batch = gen.render(seed, np.full(m, label), ords)
+        scores, flags = score(batch, name, label)
+        images.append(batch)
+        cols.append(pd.DataFrame({f"score_{k}": v for k, v in scores.items()}, index=ords))
+        copies.append(np.zeros(m, bool) if flags is None else flags)
+        table, near = pd.concat(cols), np.concatenate(copies)
+        sel = select(np.zeros(len(table), int), {k[6:]: table[k].to_numpy() for k in table.columns}, counts={0: n},
+                     near_copy=near, seed=seed)
+        if not sel.shortfall:
+            table = table.assign(score_rank=sel.combined).iloc[sel.indices]
+            return np.concatenate(images)[sel.indices], table.reset_index(drop=True), int(near.sum())
+    raise AugforgeError(f"class {name}: {int(near.sum())} of {len(near)} draws were near-copies of training images after "
+                        f"{MAX_ROUNDS} rounds; the generator memorises this class — do not use it, or lower --copy-quantile")
 
 
 def generate_images(
@@ -98,8 +199,16 @@ def generate_images(
     threads: int | None = None,
     source: str | None = None,
     registry: dict | None = None,
+    filters: tuple[str, ...] = (),
+    keep: float = 1.0,
+    checkpoint: str | os.PathLike | None = None,
 ) -> GenerateResult:
     """Write the images and ``metadata.csv``; see the module docstring for the layout.
+
+    ``registry``: what a ``models:/`` source resolved to (``ResolvedModel.as_dict()``), recorded
+    in ``generation.json`` so the images name the exact model version behind an alias.
+    ``filters`` (``augforge.filtering.SCORES``): draw ceil(n / ``keep``) images per class, keep
+    the best n by their combined rank, and add ``score_*`` columns to ``metadata.csv``.
 
     ``registry``: what a ``models:/`` source resolved to (``ResolvedModel.as_dict()``), recorded
     in ``generation.json`` so the images name the exact model version behind an alias.
@@ -114,18 +223,25 @@ def generate_images(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise AugforgeError(f"{out} is not empty; choose a new --out folder or pass --overwrite")
-    check = _near_copy_check(Path(onnx_path), gen.metadata, train_data, copy_quantile) if drop_near_copies else None
+    score = None
+    if filters:
+        from augforge.filtering import kept_count
+
+        kept_count(1, keep)  # checks the share before any work
+        score = _scorer(Path(onnx_path), gen, tuple(filters), train_data, copy_quantile, checkpoint, drop_near_copies)
+    check = _near_copy_check(Path(onnx_path), gen.metadata, train_data, copy_quantile) if drop_near_copies and not filters else None
     # Everything goes into a hidden sibling folder, moved into place at the end: a failure or
     # Ctrl-C leaves no half output (and nothing that blocks the next run).
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     work.mkdir()  # plain mkdir, not mkdtemp: the published folder keeps the usual permissions
     try:
-        rows, dropped = _generate_into(gen, plan, work, seed, check, prefix, progress)
+        rows, dropped = _generate_into(gen, plan, work, seed, check, prefix, progress, score, tuple(filters), keep)
         info = {
             "source": source or str(onnx_path), "registry": registry, "seed": seed, "counts": dict(plan), "prefix": prefix,
             "drop_near_copies": drop_near_copies, "dropped_near_copies": dropped,
-            "copy_quantile": copy_quantile if drop_near_copies else None,
+            "copy_quantile": copy_quantile if drop_near_copies or "novelty" in filters else None,
+            "filter": list(filters), "keep": keep if filters else None, "checkpoint": str(checkpoint) if checkpoint else None,
             "model": {k: gen.metadata.get(k) for k in ("generator", "dataset", "training_run_id", "image_size", "class_names", "step")},
         }
         (work / "generation.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -152,7 +268,8 @@ def _publish(work: Path, out: Path) -> None:
         os.replace(work / name, out / name)
 
 
-def _generate_into(gen, plan, out: Path, seed: int, check, prefix: str, progress: bool):
+def _generate_into(gen, plan, out: Path, seed: int, check, prefix: str, progress: bool, score=None,
+                   filters: tuple[str, ...] = (), keep: float = 1.0):
     """Render, check and write every image of ``plan`` into ``out``; returns (metadata rows, dropped per class)."""
     import pandas as pd
     from tqdm import tqdm
@@ -170,6 +287,19 @@ def _generate_into(gen, plan, out: Path, seed: int, check, prefix: str, progress
         number = 0
         for name, n in plan:
             label = gen.model_label(name)
+            if filters:
+                images, table, dropped[name] = _filtered_draws(gen, score, seed, name, label, n, keep)
+                writes = []
+                for img, extra in zip(images, table.to_dict("records")):
+                    image_id = f"{prefix}_{seed}_{number:07d}"
+                    rows.append({"lesion_id": f"{prefix}L_{seed}_{number:07d}", "image_id": image_id, "dx": name,
+                                 "dx_type": "synthetic", "age": "", "sex": "unknown", "localization": "unknown", **extra})
+                    number += 1
+                    writes.append(pool.submit(_write_png, img, images_dir / f"{image_id}.png"))
+                for w in writes:
+                    w.result()
+                bar.update(len(images))
+                continue
             kept, next_ordinal, rounds, n_dropped = 0, 0, 0, 0
             while kept < n:
                 want = n - kept
@@ -180,9 +310,9 @@ def _generate_into(gen, plan, out: Path, seed: int, check, prefix: str, progress
                                              "free space or choose an --out folder on a bigger disk")
                     images = gen.render(seed, np.full(len(ords), label), ords)
                     if check is not None:
-                        keep = ~check(images)
-                        n_dropped += int((~keep).sum())
-                        images = images[keep]
+                        fresh = ~check(images)
+                        n_dropped += int((~fresh).sum())
+                        images = images[fresh]
                     writes = []
                     for img in images:
                         image_id = f"{prefix}_{seed}_{number:07d}"
@@ -206,7 +336,8 @@ def _generate_into(gen, plan, out: Path, seed: int, check, prefix: str, progress
     finally:
         bar.close()
         pool.shutdown()
-    pd.DataFrame(rows, columns=COLUMNS).to_csv(out / "metadata.csv", index=False)
+    score_cols = [f"score_{k}" for k in ("realism", "label", "novelty", "rank") if k == "rank" or k in filters] if filters else []
+    pd.DataFrame(rows, columns=COLUMNS + score_cols).to_csv(out / "metadata.csv", index=False)
     return rows, dropped
 
 
@@ -227,10 +358,15 @@ def _write_png(img: np.ndarray, path: Path) -> None:
 @click.option("--copy-quantile", default=0.01, show_default=True, type=float,
               help="Near-copy threshold: this quantile of real held-out lesions' distance to the training set.")
 @click.option("--prefix", default="SYN", show_default=True, help="image_id prefix (ids are PREFIX_SEED_NNNNNNN).")
+@click.option("--filter", "filter_", default=None, metavar="SCORES",
+              help="Score and keep the best share per class: realism (needs --checkpoint), label, novelty; comma-separated.")
+@click.option("--keep", type=float, default=None, help="With --filter: share of draws kept per class (draws n / keep) [0.5].")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="The checkpoint the generator was exported from (its discriminator scores realism).")
 @click.option("--overwrite", is_flag=True, help="Replace the images and metadata in a non-empty --out folder.")
 @click.option("--tracking-uri", default="", help="MLflow tracking URI for --model (default: MLFLOW_TRACKING_URI or mlruns/mlflow.db).")
 def generate_command(onnx_path, model_uri, per_class, counts, out, seed, drop_near_copies, train_data, copy_quantile, prefix,
-                     overwrite, tracking_uri):
+                     filter_, keep, checkpoint, overwrite, tracking_uri):
     """Write synthetic images as PNGs plus a HAM10000-style metadata.csv (reproducible by --seed)."""
     from augforge.runtime import RuntimeModelError
 
@@ -238,8 +374,16 @@ def generate_command(onnx_path, model_uri, per_class, counts, out, seed, drop_ne
         raise click.UsageError("give exactly one of --onnx FILE or --model models:/NAME@ALIAS")
     if (per_class is None) == (counts is None):
         raise click.UsageError("give exactly one of --per-class N or --counts mel=500,bcc=300")
-    if train_data and not drop_near_copies:
-        raise click.UsageError("--train-data is used only with --drop-near-copies")
+    if train_data and not (drop_near_copies or filter_):
+        raise click.UsageError("--train-data is used only with --drop-near-copies or --filter")
+    if (keep is not None or checkpoint) and not filter_:
+        raise click.UsageError("--keep and --checkpoint are used only with --filter realism,label,novelty")
+    from augforge.filtering import FilterError, parse_filters
+
+    try:
+        filters = parse_filters(filter_) if filter_ else ()
+    except FilterError as exc:
+        raise click.UsageError(str(exc)) from None
     if model_uri:
         from augforge.export import resolve_model
 
@@ -252,13 +396,17 @@ def generate_command(onnx_path, model_uri, per_class, counts, out, seed, drop_ne
         result = generate_images(
             path, out, counts=parse_counts(counts) if counts else None, per_class=per_class, seed=seed,
             drop_near_copies=drop_near_copies, train_data=train_data, copy_quantile=copy_quantile, prefix=prefix,
-            overwrite=overwrite, source=model_uri or str(path), registry=registry,
+            overwrite=overwrite, source=model_uri or str(path), registry=registry, filters=filters,
+            keep=0.5 if keep is None else keep, checkpoint=checkpoint,
         )
-    except RuntimeModelError as exc:
+    except (RuntimeModelError, FilterError) as exc:
         raise AugforgeError(str(exc)) from None
     per = ", ".join(f"{k}={v}" for k, v in result.counts.items())
     click.echo(f"wrote {result.n_images} images ({per}) to {result.out / 'images'} in {result.seconds:.1f} s "
                f"({result.n_images / max(result.seconds, 1e-9):.0f} images/s)")
-    if result.dropped:
+    if result.dropped and not filters:
         click.echo("dropped near-copies (replaced): " + ", ".join(f"{k}={v}" for k, v in result.dropped.items()))
+    if filters:
+        click.echo(f"filtered by {','.join(filters)}: kept the best {keep or 0.5:g} of the draws per class, near-copies "
+                   f"dropped: " + ", ".join(f"{k}={v}" for k, v in result.dropped.items()) + " (scores in metadata.csv)")
     click.echo(f"metadata: {result.metadata_csv}")

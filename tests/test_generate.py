@@ -130,3 +130,101 @@ def test_drop_near_copies_gives_up_on_a_memorising_model(onnx_file, tmp_path, mo
     monkeypatch.setattr(generate_mod, "_near_copy_check", lambda *a: (lambda images: np.ones(len(images), bool)))
     with pytest.raises(Exception, match="memorises this class"):
         generate_mod.generate_images(onnx_file, tmp_path / "m", counts={"mel": 2}, drop_near_copies=True, progress=False)
+
+
+# ---- --filter realism,label,novelty ---------------------------------------------------------
+
+
+@pytest.fixture
+def fast_detector(monkeypatch):
+    from augforge import registry
+
+    cls = registry.get("classifier", "paper-b-cnn")
+    monkeypatch.setattr(cls, "recipe", {**cls.recipe, "epochs": 2, "batch_size": 16, "patience": 1, "epoch_size": 0})
+
+
+@pytest.fixture
+def checkpoint_with_d(fakes, tmp_path):
+    import torch
+
+    from augforge import registry
+    from augforge.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    d = registry.build("discriminator", "fake", image_size=16, num_classes=2)
+    return save_checkpoint(tmp_path / "run.pt", {"image_size": 16, "discriminator": {"name": "fake", "config": d.config,
+                                                                                         "state": d.state_dict()}})
+
+
+@pytest.mark.slow
+def test_filter_keeps_the_best_half_and_writes_scores(onnx_file, checkpoint_with_d, fast_detector, tmp_path, capsys):
+    out = tmp_path / "f"
+    main(["generate", "--onnx", str(onnx_file), "--counts", "mel=6,nv=4", "--out", str(out), "--seed", "2",
+          "--filter", "realism,label,novelty", "--keep", "0.5", "--checkpoint", str(checkpoint_with_d)])
+    assert "filtered by realism,label,novelty: kept the best 0.5" in capsys.readouterr().out
+    meta = pd.read_csv(out / "metadata.csv")
+    assert list(meta.columns) == HAM_COLUMNS + ["score_realism", "score_label", "score_novelty", "score_rank"]
+    assert meta["dx"].value_counts().to_dict() == {"mel": 6, "nv": 4}
+    assert meta["score_label"].between(0, 1).all() and (meta["score_novelty"] > 0).all()
+    # kept: 6 distinct of the first 12 mel draws (ceil(6 / 0.5))
+    ds = SyntheticLesions(onnx_file, counts={"mel": 12}, seed=2)
+    draws = np.stack([ds[i][0] for i in range(12)])
+    kept = [np.asarray(Image.open(out / "images" / f"{i}.png")) for i in meta.image_id[meta.dx == "mel"]]
+    assert len({int(np.flatnonzero((draws == k).all((1, 2, 3)))[0]) for k in kept}) == 6
+    # same call, same files
+    main(["generate", "--onnx", str(onnx_file), "--counts", "mel=6,nv=4", "--out", str(tmp_path / "g"), "--seed", "2",
+          "--filter", "realism,label,novelty", "--keep", "0.5", "--checkpoint", str(checkpoint_with_d)])
+    assert _digest(out) == _digest(tmp_path / "g")
+    assert json.loads((out / "generation.json").read_text())["filter"] == ["realism", "label", "novelty"]
+
+
+def test_filter_by_novelty_keeps_the_farthest_draws(onnx_file, tmp_path):
+    from augforge.evaluate import load_data, onnx_config, split_sets
+    from augforge.filtering import novelty
+
+    res = generate_mod.generate_images(onnx_file, tmp_path / "v", counts={"nv": 5}, seed=1, filters=("novelty",), keep=0.25,
+                                       progress=False)
+    assert res.counts == {"nv": 5}
+    cfg, _ = onnx_config(onnx_file, SyntheticLesions(onnx_file, per_class=1).generator.metadata)
+    train = split_sets(*load_data(cfg), ("train",))["train"].images
+    ds = SyntheticLesions(onnx_file, counts={"nv": 20}, seed=1)
+    dist, _, _ = novelty(np.stack([ds[i][0] for i in range(20)]), train, threshold=0.0)
+    meta = pd.read_csv(tmp_path / "v" / "metadata.csv")
+    assert sorted(meta.score_novelty) == pytest.approx(sorted(np.sort(dist)[-5:]))
+
+
+def test_filter_drops_planted_near_copies(onnx_file, tmp_path, monkeypatch):
+    """Exact copies of training images planted into the draws never survive filtering."""
+    from augforge.evaluate import load_data, onnx_config, split_sets
+    from augforge.runtime import OnnxGenerator
+
+    gen = OnnxGenerator(onnx_file)
+    cfg, _ = onnx_config(onnx_file, gen.metadata)
+    train = split_sets(*load_data(cfg), ("train",))["train"].images
+    real_render = OnnxGenerator.render
+
+    def render(self, seed, labels, ordinals, **kw):
+        images = real_render(self, seed, labels, ordinals, **kw)
+        images[::2] = train[: len(images[::2])]  # every second draw copies a training image
+        return images
+
+    monkeypatch.setattr(OnnxGenerator, "render", render)
+    res = generate_mod.generate_images(onnx_file, tmp_path / "n", counts={"mel": 4}, seed=0, filters=("novelty",),
+                                       keep=0.5, progress=False)
+    assert res.dropped == {"mel": 4}  # 4 of the 8 draws were copies
+    for p in (tmp_path / "n" / "images").iterdir():
+        img = np.asarray(Image.open(p))
+        assert not (train == img).all((1, 2, 3)).any()
+
+
+def test_filter_errors_name_the_fix(onnx_file, tmp_path, capsys):
+    out = str(tmp_path / "e")
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--onnx", str(onnx_file), "--per-class", "2", "--out", out, "--filter", "realism"])
+    assert exc.value.code == 2 and "realism filtering needs the discriminator: pass --checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--onnx", str(onnx_file), "--per-class", "2", "--out", out, "--filter", "beauty"])
+    assert "valid: realism, label, novelty" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--onnx", str(onnx_file), "--per-class", "2", "--out", out, "--keep", "0.5"])
+    assert "only with --filter" in capsys.readouterr().err

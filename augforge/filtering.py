@@ -1,0 +1,154 @@
+"""Scored, filtered sampling: keep the best share of generated images per class.
+
+Every generated image can carry up to three scores, each "higher is better":
+
+- ``realism``: the discriminator's logit (discriminator rejection sampling, Azadi et al. 2019);
+- ``label``: the detector's probability of the intended class (is it recognisably a ``bcc``?);
+- ``novelty``: the RMS pixel distance to the nearest training image (a far image is a new
+  lesion, not a memorised one), from the near-copy machinery of the ``memorization`` evaluator.
+
+``select`` ranks images within their class by each score (percentile ranks, ties averaged),
+averages the ranks, and keeps the best ones; images flagged as near-copies of a training image
+are always dropped, whatever their other scores. Ties in the combined rank are broken by an
+order seeded by ``(seed, class)``, so a selection is reproducible. The ranking is numpy only
+(it belongs with the torch-free runtime); the scorers below import torch only when called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SCORES = ("realism", "label", "novelty")
+EPS = 1e-9  # keep * n is floored after adding EPS, so 0.29 * 100 keeps 29, not 28 (float error)
+
+
+class FilterError(ValueError):
+    """Scores, a share or a filter name cannot be used as given."""
+
+
+def parse_filters(text: str | None) -> tuple[str, ...]:
+    """``"realism,label"`` -> ``("realism", "label")``; checks the names."""
+    names = tuple(dict.fromkeys(x.strip().lower() for x in (text or "").split(",") if x.strip()))
+    bad = [n for n in names if n not in SCORES]
+    if bad or not names:
+        raise FilterError(f"--filter {text!r}: unknown or empty; valid: {', '.join(SCORES)} (comma-separated)")
+    return names
+
+
+def kept_count(n: int, keep: float) -> int:
+    """Images kept of ``n`` at share ``keep``: ``floor(keep * n)``, never more than the share."""
+    if not 0 < keep <= 1:
+        raise FilterError(f"keep must be in (0, 1], got {keep!r}; e.g. --keep 0.5 keeps the best half per class")
+    return int(np.floor(keep * n + EPS))
+
+
+def percentile_ranks(x: np.ndarray) -> np.ndarray:
+    """``x`` -> ranks in [0, 1] (0 = lowest, 1 = highest), tied values sharing their mean rank."""
+    x = np.asarray(x, np.float64)
+    if len(x) < 2:
+        return np.ones(len(x))
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return (first + (counts - 1) / 2.0)[inv] / (len(x) - 1)
+
+
+@dataclass
+class Selection:
+    indices: np.ndarray  # kept images, sorted
+    combined: np.ndarray  # float[N]: mean within-class percentile rank (nan for near-copies)
+    dropped_near_copies: dict[int, int] = field(default_factory=dict)  # class -> near-copies dropped
+    shortfall: dict[int, int] = field(default_factory=dict)  # class -> images missing to reach the request
+
+
+def select(labels, scores: dict[str, np.ndarray], *, keep: float | None = None, counts: dict[int, int] | None = None,
+           near_copy=None, seed: int = 0) -> Selection:
+    """Keep the best-ranked images per class.
+
+    ``keep``: share of each class's images to keep (``kept_count``); ``counts``: exactly this
+    many of class k instead (``augforge generate`` oversamples by 1/keep and asks for its
+    target). ``near_copy``: bool[N], always dropped; when too few others remain, ``shortfall``
+    says how many are missing (the caller draws more). Without scores only near-copies are
+    dropped and the seeded order decides.
+    """
+    labels = np.asarray(labels, int)
+    if (keep is None) == (counts is None):
+        raise FilterError("give exactly one of keep (a share per class) or counts (images per class)")
+    cols = {}
+    for name, s in scores.items():
+        s = np.asarray(s, np.float64)
+        if s.shape != labels.shape:
+            raise FilterError(f"score {name!r} has shape {s.shape}, labels {labels.shape}: one score per image")
+        if not np.isfinite(s).all():
+            raise FilterError(f"score {name!r} has {int((~np.isfinite(s)).sum())} non-finite values")
+        cols[name] = s
+    copies = np.zeros(len(labels), bool) if near_copy is None else np.asarray(near_copy, bool)
+    combined = np.full(len(labels), np.nan)
+    kept, dropped, short = [], {}, {}
+    for k in np.unique(labels):
+        members = np.flatnonzero(labels == k)
+        want = kept_count(len(members), keep) if counts is None else int(counts.get(int(k), 0))
+        pool = members[~copies[members]]
+        dropped[int(k)] = int(len(members) - len(pool))
+        rank = np.mean([percentile_ranks(s[pool]) for s in cols.values()], axis=0) if cols else np.zeros(len(pool))
+        combined[pool] = rank
+        order = np.random.default_rng([int(seed), int(k)]).permutation(len(pool))  # tie-break
+        order = order[np.argsort(-rank[order], kind="stable")]
+        kept.append(pool[order[:want]])
+        if len(pool) < want:
+            short[int(k)] = int(want - len(pool))
+    idx = np.sort(np.concatenate(kept)) if kept else np.zeros(0, int)
+    return Selection(idx, combined, dropped, short)
+
+
+# --------------------------------------------------------------------------------------------
+# Scorers (torch and the metrics plugin are imported only here)
+
+
+def novelty(generated: np.ndarray, train: np.ndarray, *, threshold: float | None = None, baseline: np.ndarray | None = None,
+            baseline_groups=None, train_groups=None, quantile: float = 0.01, size: int = 32):
+    """``(distance float[N], near_copy bool[N], threshold)`` for ``uint8[N, H, W, 3]`` images.
+
+    The distance is the RMS pixel difference to the nearest training image at ``size`` px; the
+    near-copy threshold is given or, as in ``augforge generate --drop-near-copies``, the
+    ``quantile`` of real held-out (``baseline``) lesions' distances to the training set.
+    """
+    from augforge.evaluate import _metric_function
+
+    pixel_vectors, nearest_neighbours, copy_threshold = (
+        _metric_function(n) for n in ("pixel_vectors", "nearest_neighbours", "copy_threshold"))
+    tr = pixel_vectors(train, size)
+    if threshold is None:
+        if baseline is None:
+            raise FilterError("novelty needs a near-copy threshold or real held-out baseline images")
+        base_d, _ = nearest_neighbours(pixel_vectors(baseline, size), tr, query_groups=baseline_groups, ref_groups=train_groups)
+        threshold = copy_threshold(base_d, quantile)
+    d, _ = nearest_neighbours(pixel_vectors(generated, size), tr)
+    return d, d < threshold, float(threshold)
+
+
+def realism(discriminator, images: np.ndarray, labels=None, device="cpu", batch_size: int = 256) -> np.ndarray:
+    """The discriminator's logit per image (higher = judged more real)."""
+    import torch
+
+    from augforge.classify import to_tensor
+
+    discriminator = discriminator.to(device).eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = to_tensor(images[i : i + batch_size]).to(device)
+            y = None
+            if getattr(discriminator, "conditional", False):
+                y = torch.as_tensor(np.asarray(labels)[i : i + batch_size], dtype=torch.long, device=device)
+            out.append(discriminator(x, y).float().reshape(len(x)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def label_probability(detector, images: np.ndarray, detector_labels, device="cpu") -> np.ndarray:
+    """The detector's probability of each image's intended class."""
+    from augforge.classify import predict_proba
+
+    probs = predict_proba(detector, images, device)
+    return probs[np.arange(len(images)), np.asarray(detector_labels, int)]

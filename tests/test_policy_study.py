@@ -1,0 +1,103 @@
+"""policy-study at toy size (2 seeds, 1 epoch, 16 px fake blobs): mechanics, not a measurement."""
+
+import numpy as np
+import pytest
+import torch
+
+from augforge import config, evaluate, registry
+from augforge.interfaces import ImageSet
+from augforge.policies import mix, parse_policy
+
+FAKE = {
+    "data.name": "fake-blobs", "dataset.n_per_class": "40", "dataset.size": "32", "data.image_size": "16",
+    "data.val_fraction": "0.2", "data.test_fraction": "0.25", "model.generator": "fake", "model.latent_dim": "8",
+}
+
+
+@pytest.fixture
+def sets(fakes):
+    cfg = config.resolve(overrides=FAKE)
+    return evaluate.split_sets(*evaluate.load_data(cfg))
+
+
+def _imbalanced(s: ImageSet, keep_every: int = 3) -> ImageSet:
+    """Drop two thirds of class 1, so the policies add different numbers of images."""
+    idx = np.flatnonzero((s.labels == 0) | (np.arange(len(s)) % keep_every == 0))
+    return s.subset(idx)
+
+
+def _context(train, val, sampler, calls):
+    det = registry.build("classifier", "paper-b-cnn", image_size=16, num_classes=2, widths=[8, 8, 8], feature_dim=8).eval()
+
+    def sample(counts, seed):
+        calls.append((np.asarray(counts).tolist(), sampler(counts, seed)))
+        return calls[-1][1]
+
+    return evaluate.EvalContext(det, torch.device("cpu"), train.class_names, seed=0, image_size=16, real_val=val, sampler=sample)
+
+
+@pytest.mark.slow
+def test_policy_study_mechanics(sets, monkeypatch):
+    from augforge import classify
+
+    trained = []  # every training set the study fits on, in order
+    real_fit = classify.fit_classifier
+
+    def fit(model, train, *a, **kw):
+        trained.append(train)
+        return real_fit(model, train, *a, **kw)
+
+    monkeypatch.setattr(classify, "fit_classifier", fit)
+    train = _imbalanced(sets["train"])
+    g = registry.build("generator", "fake", image_size=16, num_classes=2, latent_dim=8)
+    sampler = lambda counts, seed: evaluate.sample_images(g, counts, ["nv", "mel"], seed=seed, device="cpu")  # noqa: E731
+    calls = []
+    ctx = _context(train, sets["val"], sampler, calls)
+    ev = registry.build("evaluator", "policy-study", seeds=2, epochs=1)
+    assert ev.cheap is False and len(ev.policies) >= 6 and str(ev.policies[0]) == "top-up"
+    res = ev.evaluate(train, None, sets["test"], ctx)
+    table, runs, m = res.tables["policy_study"], res.tables["policy_study_runs"], res.metrics
+    assert list(table.policy) == [str(p) for p in ev.policies]
+    assert len(runs) == 2 * (1 + len(ev.policies))  # real-only + every policy, per seed
+    # one pool, big enough for every policy, doubled for filtering
+    counts = np.bincount(train.labels, minlength=2)
+    need = np.max([p.synthetic_counts(counts) for p in ev.policies], axis=0)
+    assert [c for c, _ in calls] == [np.ceil(2 * need).astype(int).tolist()]
+    for p in ev.policies:
+        assert (runs[runs.policy == str(p)].synthetic == p.synthetic_counts(counts).sum()).all()
+    # the study trains on exactly the set augforge.policies.mix gives a downstream trainer
+    pool = calls[0][1]
+    unfiltered = [p for p in ev.policies if not p.filtered and not p.two_stage]
+    fits = iter(trained)
+    for seed in range(2):
+        next(fits)  # real only
+        for p in ev.policies:
+            got = next(fits)
+            if p.two_stage:
+                assert next(fits) is train  # then fine-tuned on real only
+            if p in unfiltered:
+                want = pool.images[mix(train.labels, pool.labels, p, seed=seed)]
+                assert np.array_equal(got.images[len(train):], want)
+    assert unfiltered
+    # the chosen policy has the best val gain; its metrics are its paired test deltas
+    chosen = table[table.chosen].iloc[0]
+    assert chosen.val_gain_mean == table.val_gain_mean.max()
+    base = runs[runs.policy == "real"].set_index("seed").test_bacc
+    mine = runs[runs.policy == chosen.policy].set_index("seed").test_bacc
+    deltas = (mine - base).to_numpy()
+    assert m["policy_study_gain"] == pytest.approx(deltas.mean())
+    half = 12.706204736174707 * deltas.std(ddof=1) / np.sqrt(2)  # t(0.975, df=1)
+    assert m["policy_study_gain_ci_low"] == pytest.approx(deltas.mean() - half)
+    assert m["policy_study_gain_ci_high"] == pytest.approx(deltas.mean() + half)
+    assert set(res.tables["policy_study_recall_delta"]["class"]) == {"nv", "mel"}
+    fig = res.figures["policy_study_gain"]
+    assert fig.dtype == np.uint8 and fig.ndim == 3 and fig.shape[2] == 3 and fig.shape[0] > 100
+
+
+def test_policy_study_options_fail_loudly(fakes):
+    with pytest.raises(ValueError, match="loss weights"):
+        registry.build("evaluator", "policy-study", policies=["top-up", "ratio:1:weight=0.5"])
+    with pytest.raises(ValueError, match="at least 2 distinct"):
+        registry.build("evaluator", "policy-study", policies=["top-up", "top-up"])
+    with pytest.raises(ValueError, match="valid forms"):
+        registry.build("evaluator", "policy-study", policies=["top-up", "mixup"])
