@@ -39,7 +39,8 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert proc.returncode == 0, log
     # one run folder, one checkpoint (rank 0 writes alone)
     assert [p.name for p in out_dir.iterdir()] == ["ddp"]
-    assert sorted(p.name for p in (out_dir / "ddp" / "checkpoints").iterdir()) == ["last.pt"]
+    # rank 0 alone: last.pt and the previous one it rotated to last.prev.pt, nothing from rank 1
+    assert sorted(p.name for p in (out_dir / "ddp" / "checkpoints").iterdir()) == ["last.prev.pt", "last.pt"]
     state = load_checkpoint(out_dir / "ddp" / "checkpoints" / "last.pt")
     assert state["step"] == 6 and state["extra"]["world_size"] == 2
     assert len(state["extra"]["rng_per_rank"]) == 2

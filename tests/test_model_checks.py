@@ -164,7 +164,7 @@ def test_dry_run_rejects_an_unknown_plugin_key():
     result = invoke_train("--preset", "smoke", "--set", "generator.bogus=1", "--dry-run")
     assert isinstance(result.exception, ConfigError)
     assert "generator 'sngan' (plugin 'sngan'" in str(result.exception)
-    assert "has no option(s) bogus; valid: channels (image_size, num_classes, latent_dim filled in by the core)" in str(result.exception)
+    assert "has no option(s) bogus; valid: channels, upsample (image_size, num_classes, latent_dim filled in by the core)" in str(result.exception)
 
 
 @pytest.mark.parametrize("key,fix", [("latent_dim", "model.latent_dim"), ("image_size", "data.image_size"),

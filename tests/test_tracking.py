@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import mlflow
 import pandas as pd
 import pytest
 
+from augforge import plugins
 from augforge.checkpoint import load_checkpoint
+from augforge.plugins import hookimpl
 from augforge.config import resolve
 from augforge.tracking import default_tracking_uri
 
@@ -30,6 +33,14 @@ def test_tracked_run_has_params_tags_metrics_artifacts(tmp_path, fakes, monkeypa
     from augforge.train import checkpoint_for_run, train
 
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # seconds; the default 10 outlasts this run
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+
+    class SlowEpochs:  # the fake run takes well under a second: let it last a few samples
+        @hookimpl
+        def augforge_epoch_end(self, run, epoch, metrics):
+            time.sleep(1.5)
+
+    plugins.register(SlowEpochs(), name="slow-epochs")
 
     cfg = resolve("", {
         "data.name": "fake-blobs", "model.generator": "fake", "data.image_size": 16, "model.latent_dim": 8,
