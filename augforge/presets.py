@@ -20,10 +20,11 @@ by tests/test_models.py), so a preset is just a saved command line.
   SAGAN/BigGAN, DiffAugment colour+translation+cutout (Zhao et al. 2020), G EMA 0.999 and
   class-balanced sampling so the rare classes (df, vasc: ~1 % of HAM10000) are seen as often
   as nv. Sized for a GPU run; it also runs on a CPU at 64 px, slowly.
-- ``modern-cpu`` — the ``modern`` recipe sized for a 2-core CPU and a ~2-hour budget: widths
-  halved (``channels`` 16: about 4x fewer FLOPs per image, 30 vs 8 img/s on one core),
-  batch 32, 6,000 steps (~32 epochs of the 6,010-image training split), KID checked every
-  500 steps so the best step is kept in ``best.pt``. Use ``modern`` on a GPU.
+- ``modern-cpu`` — the winner of the CPU race (benchmarks/README.md, "Quality per CPU-minute"):
+  the ``modern`` recipe with widths halved (``channels`` 16), batch 32, bf16 autocast +
+  channels_last (2.2x the images per CPU-second of fp32), bilinear upsampling in G (nearest
+  tiled the images with 8-px blocks), LeCam 0.3 and top-k G updates; 6,000 steps (~40 min on
+  one core), KID every 500 steps keeps ``best.pt``. Use ``modern`` on a GPU.
 - ``smoke`` — a tiny end-to-end run (32 px, narrow SNGAN, 60 steps of 16) that exercises
   every stage (DiffAugment, EMA, checkpoints, sample grids) in well under 2 minutes on
   2 CPU cores.
