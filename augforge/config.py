@@ -62,6 +62,7 @@ class TrainConfig:
     topk_min: float = 1.0  # top-k G updates: floor of the kept share of fakes (1 = off; paper 0.5-0.75)
     topk_decay: float = 0.99  # top-k: kept share = max(topk_decay**epoch, topk_min)
     cr_weight: float = 0.0  # balanced consistency regularisation weight (0 = off; 2 extra D passes)
+    ssl_weight: float = 0.0  # D's self-supervised loss on real images (D.self_supervised_loss; 0 = off)
     amp: str = "auto"  # auto | off | bf16 | fp16; bf16 also on CPU (AVX-512 BF16), fp16 CUDA only
     channels_last: bool = False
     threads: int = 0  # torch intra-op threads (0 = torch's default, one per core)

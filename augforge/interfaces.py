@@ -158,6 +158,12 @@ class Discriminator(nn.Module):
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def self_supervised_loss(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Optional auxiliary task on real images, a scalar the loop adds to D's loss times
+        ``train.ssl_weight`` (e.g. reconstructing the image from D's features, as FastGAN
+        does). Discriminators without one refuse ``train.ssl_weight > 0``."""
+        raise NotImplementedError(f"discriminator {self.name!r} has no self-supervised task")
+
     @classmethod
     def search_space(cls, trial) -> dict[str, Any]:
         """As ``Generator.search_space``; names are prefixed with ``discriminator.``."""

@@ -54,6 +54,7 @@ from torch import nn
 from augforge import __version__, registry
 from augforge.config import RunConfig
 from augforge.errors import AugforgeError, ConfigError, TrainingError
+from augforge.interfaces import Discriminator
 
 #: config keys that may change when a run is resumed (anything else must match the checkpoint)
 RESUME_MUTABLE = (
@@ -515,7 +516,7 @@ def train(
                           "e.g. --set train.diffaug=color,translation,cutout")
     if t.budget_clock not in ("wall", "cpu"):
         raise ConfigError(f"train.budget_clock={t.budget_clock!r}: expected wall or cpu")
-    for key in ("lecam_weight", "cr_weight", "max_minutes", "eval_every_minutes", "threads"):
+    for key in ("lecam_weight", "cr_weight", "ssl_weight", "max_minutes", "eval_every_minutes", "threads"):
         if getattr(t, key) < 0:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 0")
     d_loss_fn, g_loss_fn = get_loss(t.loss)
@@ -662,6 +663,14 @@ def train(
     G_fwd_nograd = torch.compile(G) if t.compile else G  # D-step fakes: no DDP hooks needed
     D_plain = torch.compile(D) if t.compile else D  # G step: D frozen, no DDP reduction
     augment = _diffaug(t.diffaug)
+    D_ssl = None
+    if t.ssl_weight > 0:
+        if dist.enabled:  # the decoder would run outside DDP: its gradients would not be averaged
+            raise ConfigError("train.ssl_weight > 0 is not supported under torchrun yet; train on one process or set it to 0")
+        if type(D).self_supervised_loss is Discriminator.self_supervised_loss:
+            raise ConfigError(f"train.ssl_weight > 0 but discriminator {cfg.discriminator_name!r} has no self_supervised_loss; "
+                              "use sngan (--set discriminator.decoder=true) or set train.ssl_weight=0")
+        D_ssl = D.self_supervised_loss
     autocast = (
         (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
     )
@@ -841,6 +850,11 @@ def train(
                               + consistency_penalty(D_run(augment(fake.float()), y_d).float(), logit_f.float()))
                         loss_d = loss_d + t.cr_weight * cr
                         window["cr"] = window.get("cr", 0.0) + float(cr.detach())
+                if t.ssl_weight > 0:  # D's auxiliary task on the (augmented) real batch
+                    with autocast():
+                        ssl = D_ssl(real_in.detach(), y_d)
+                    loss_d = loss_d + t.ssl_weight * ssl
+                    window["ssl"] = window.get("ssl", 0.0) + float(ssl.detach())
                 if t.lecam_weight > 0:
                     means = torch.stack([logit_r.detach().float().mean(), logit_f.detach().float().mean()])
                     if dist.enabled:  # one average for all ranks, so every rank applies the same anchor
@@ -925,6 +939,8 @@ def train(
                     m["lecam"] = window.get("lecam", 0.0) / n
                 if t.cr_weight > 0:
                     m["cr"] = window.get("cr", 0.0) / n
+                if t.ssl_weight > 0:
+                    m["ssl"] = window.get("ssl", 0.0) / n
                 if t.topk_min < 1:
                     m["topk_fraction"] = k / t.batch_size
                 tracker.log_metrics(m, step=step)

@@ -49,6 +49,8 @@ RECIPES: dict[str, tuple[str, dict, str]] = {
     "fast-lecam-topk": ("modern", {**_FAST, **_LEVERS}, "fast + LeCam 0.3 + top-k (0.99/epoch down to 0.5)"),
     "fast-lecam-topk-cr": ("modern", {**_FAST, **_LEVERS, "train.cr_weight": 1.0},
                            "fast-lecam-topk + balanced consistency regularisation (2 extra D passes)"),
+    "fast-lecam-topk-ssl": ("modern", {**_FAST, **_LEVERS, "discriminator.decoder": True, "train.ssl_weight": 1.0},
+                            "fast-lecam-topk + D reconstructs the image from its 8x8 features (FastGAN-style, L1)"),
     "fast-lecam-topk-d24": ("modern", {**_FAST, **_LEVERS, "discriminator.channels": 24},
                             "fast-lecam-topk with a 1.5x wider D"),
     "modern-cpu": ("modern-cpu", {}, "the modern-cpu preset as it is now"),

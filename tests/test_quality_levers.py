@@ -195,3 +195,44 @@ def test_sngan_bilinear_upsampling_builds_exports_and_rejects_unknown_modes():
     assert block_step_ratio(to_u8(a), 8) > 1.3 > block_step_ratio(to_u8(b), 8)
     with pytest.raises(ConfigError, match="valid: nearest, bilinear"):
         SNGANGenerator(image_size=32, upsample="bicubic")
+
+
+def test_sngan_decoder_reconstructs_from_d_features_and_is_required():
+    from augforge_plugins.sngan import SNGANDiscriminator
+
+    torch.manual_seed(0)
+    D = SNGANDiscriminator(image_size=64, num_classes=3, channels=8, decoder=True)
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    loss = D.self_supervised_loss(x, torch.arange(4) % 3)
+    assert loss.ndim == 0 and loss.item() > 0
+    loss.backward()
+    assert D.decoder[-2].parametrizations.weight.original.grad.abs().sum() > 0  # the decoder learns
+    assert D.blocks[0].conv1.parametrizations.weight.original.grad.abs().sum() > 0  # and so do D's early blocks
+    assert D.blocks[-1].conv1.parametrizations.weight.original.grad is None  # blocks after the 8x8 map are not used
+    with pytest.raises(ConfigError, match="--set discriminator.decoder=true"):
+        SNGANDiscriminator(image_size=64).self_supervised_loss(x)
+
+
+def test_ssl_weight_needs_a_discriminator_with_a_task(tmp_path, fakes):
+    with pytest.raises(ConfigError, match="discriminator 'fake' has no self_supervised_loss"):
+        run(fake_cfg(tmp_path, train__ssl_weight=1.0))
+
+
+def test_ssl_training_runs_logs_and_resumes_bitwise(tmp_path, fakes):
+    over = dict(model__generator="sngan", data__image_size=32, model__latent_dim=16, generator__channels=8,
+                discriminator__channels=8, discriminator__decoder=True, train__ssl_weight=1.0,
+                train__diffaug="translation", train__steps=6, train__checkpoint_every=3)
+    logged = {}
+
+    class Keep(NullTracker):
+        def log_metrics(self, metrics, step=None):
+            logged.update(metrics)
+
+    full = run(fake_cfg(tmp_path, **over), tracker=Keep())
+    assert "ssl" in logged and logged["ssl"] > 0
+    part = run(fake_cfg(tmp_path, **{**over, "train__steps": 3}))
+    resumed = run(fake_cfg(tmp_path, **over), resume=part.run_dir)
+    a, b = load_checkpoint(full.checkpoint), load_checkpoint(resumed.checkpoint)
+    for key in ("generator", "discriminator"):
+        for name, x in a[key]["state"].items():
+            assert torch.equal(x, b[key]["state"][name]), f"{key}/{name}"

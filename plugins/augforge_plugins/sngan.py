@@ -186,6 +186,7 @@ class SNGANDiscriminator(Discriminator):
         image_size: int = 64,
         num_classes: int = 0,
         channels: int = 32,  # width after the first block; x2 per halving up to x8
+        decoder: bool = False,  # a small decoder for train.ssl_weight (reconstruct the image from the 8x8 features)
     ):
         super().__init__()
         self.image_size, self.num_classes = image_size, num_classes
@@ -193,6 +194,18 @@ class SNGANDiscriminator(Discriminator):
         widths = [_width(channels, image_size, s) for s in sides]
         cins = [3] + widths[:-1]
         self.blocks = nn.Sequential(*(DownBlock(a, b, i == 0) for i, (a, b) in enumerate(zip(cins, widths))))
+        self.decoder = None
+        if decoder:
+            # FastGAN's self-supervised D (Liu et al. 2021) with an L1 target instead of its ImageNet
+            # LPIPS (no pretrained weights here): from the 8x8 features back to a half-size image,
+            # so D must keep what the image looks like, not only what separates real from fake.
+            self.ssl_block = sides.index(8)
+            width, layers = widths[self.ssl_block], []
+            for _ in range(int(math.log2(image_size // 16))):  # 8 -> image_size / 2
+                layers += [nn.Upsample(scale_factor=2.0, mode="nearest"), _sn(nn.Conv2d(width, max(width // 2, 16), 3, padding=1)),
+                           nn.ReLU()]
+                width = max(width // 2, 16)
+            self.decoder = nn.Sequential(*layers, _sn(nn.Conv2d(width, 3, 3, padding=1)), nn.Tanh())
         self.linear = _sn(nn.Linear(widths[-1], 1))
         if num_classes:
             self.embed = _sn(nn.Embedding(num_classes, widths[-1]))  # projection vectors, one per class
@@ -203,6 +216,17 @@ class SNGANDiscriminator(Discriminator):
         if self.conditional:
             out = out + (self.embed(labels) * h).sum(1)  # projection: <embed(y), h>
         return out
+
+    def self_supervised_loss(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean L1 between the decoder's reconstruction from the 8x8 features and the image
+        average-pooled to half size (both in [-1, 1])."""
+        if self.decoder is None:
+            raise ConfigError("sngan: train.ssl_weight > 0 needs the discriminator's decoder: --set discriminator.decoder=true")
+        h = images
+        for block in self.blocks[: self.ssl_block + 1]:
+            h = block(h)
+        recon = self.decoder(F.relu(h))
+        return (recon.float() - F.avg_pool2d(images.float(), 2)).abs().mean()
 
     @classmethod
     def search_space(cls, trial):
