@@ -81,7 +81,8 @@ KILL_POINTS = ["mid-write", "before-fsync-file", "before-link-prev", "before-ren
 
 def _cli(tmp_path, *args) -> subprocess.Popen:
     script = tmp_path / "killer.py"
-    script.write_text(KILLER)
+    if not script.exists():  # written once: rewriting it while another process starts would hand that one an empty script
+        script.write_text(KILLER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, str(script), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

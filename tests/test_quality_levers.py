@@ -178,6 +178,17 @@ def test_blockiness_finds_block_copies_and_not_smooth_images():
         block_step_ratio(noise[:, :, :20], 16)
 
 
+def test_blockiness_evaluator_reports_nan_for_blocks_wider_than_half_the_image():
+    from augforge.interfaces import ImageSet
+    from augforge_plugins.artefacts import Blockiness
+
+    rng = np.random.default_rng(1)
+    small = ImageSet(rng.integers(0, 256, (8, 16, 16, 3)).astype(np.uint8), np.zeros(8, int), ["nv"])
+    m = Blockiness().evaluate(small, small, small, None).metrics
+    assert np.isnan(m["blockiness_16"]) and "blockiness_16_real_baseline" not in m
+    assert np.isfinite(m["blockiness_8"]) and np.isfinite(m["blockiness_4"])
+
+
 def test_sngan_bilinear_upsampling_builds_exports_and_rejects_unknown_modes():
     from augforge_plugins.artefacts import block_step_ratio
     from augforge_plugins.sngan import SNGANGenerator

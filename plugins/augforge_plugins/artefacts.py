@@ -40,8 +40,12 @@ class Blockiness(Evaluator):
         self.blocks = tuple(int(b) for b in blocks)
 
     def evaluate(self, real_train, generated, real_test, context):
+        width = generated.images.shape[2]
         metrics = {}
         for b in self.blocks:
+            if width < 2 * b:  # no border inside the image at this block size (16-px images, 16-px blocks)
+                metrics[f"blockiness_{b}"] = float("nan")
+                continue
             metrics[f"blockiness_{b}"] = block_step_ratio(generated.images, b)
             if len(real_test):
                 metrics[f"blockiness_{b}_real_baseline"] = block_step_ratio(real_test.images, b)
