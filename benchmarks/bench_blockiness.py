@@ -61,7 +61,7 @@ def main(argv=None) -> None:
     ap.add_argument("--init", action="store_true")
     args = ap.parse_args(argv)
     out = {}
-    if args.init:
+    if args.init or not args.checkpoints:  # `make bench` passes nothing: the initialisation comparison
         from augforge_plugins.sngan import SNGANGenerator
 
         for mode in ("nearest", "bilinear"):

@@ -252,7 +252,8 @@ def _names(spec: str) -> list[str]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["run", "evaluate", "report", "list"])
+    # no command (as `make bench` calls it): list the recipes; the race itself takes hours, so it is asked for by name
+    p.add_argument("command", nargs="?", default="list", choices=["run", "evaluate", "report", "list"])
     p.add_argument("--recipes", default="", help=f"comma-separated; default all: {', '.join(RECIPES)}")
     p.add_argument("--minutes", type=float, default=45.0, help="budget per recipe in minutes (train.max_minutes)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="cpu",
