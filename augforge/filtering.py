@@ -116,16 +116,12 @@ def novelty(generated: np.ndarray, train: np.ndarray, *, threshold: float | None
     """
     from augforge.evaluate import _metric_function
 
-    pixel_vectors, nearest_neighbours, copy_threshold = (
-        _metric_function(n) for n in ("pixel_vectors", "nearest_neighbours", "copy_threshold"))
-    tr = pixel_vectors(train, size)
-    if threshold is None:
-        if baseline is None:
-            raise FilterError("novelty needs a near-copy threshold or real held-out baseline images")
-        base_d, _ = nearest_neighbours(pixel_vectors(baseline, size), tr, query_groups=baseline_groups, ref_groups=train_groups)
-        threshold = copy_threshold(base_d, quantile)
-    d, _ = nearest_neighbours(pixel_vectors(generated, size), tr)
-    return d, d < threshold, float(threshold)
+    if threshold is None and baseline is None:
+        raise FilterError("novelty needs a near-copy threshold or real held-out baseline images")
+    d, threshold = _metric_function("near_copy_distances")(
+        generated, train, threshold, baseline=baseline, baseline_groups=baseline_groups, train_groups=train_groups,
+        quantile=quantile, size=size)
+    return d, d < threshold, threshold
 
 
 def realism(discriminator, images: np.ndarray, labels=None, device="cpu", batch_size: int = 256) -> np.ndarray:

@@ -238,14 +238,24 @@ def near_copy_mask(
     99% (by default) of genuinely new lesions are. ``augforge generate --drop-near-copies``
     uses this.
     """
+    d, threshold = near_copy_distances(generated, train, threshold, baseline=baseline, baseline_groups=baseline_groups,
+                                       train_groups=train_groups, quantile=quantile, size=size)
+    return d < threshold
+
+
+def near_copy_distances(generated, train, threshold=None, *, baseline=None, baseline_groups=None, train_groups=None,
+                        quantile: float = 0.01, size: int = 32) -> tuple[np.ndarray, float]:
+    """``(distance float[N], threshold)``: each generated image's RMS pixel distance to its
+    nearest training image, and the near-copy threshold (given, or from ``baseline`` as
+    ``near_copy_mask`` explains). ``near_copy_mask`` and the novelty filter share it."""
     tr = pixel_vectors(train, size)
     if threshold is None:
         if baseline is None:
-            raise ValueError("near_copy_mask needs a threshold or real held-out baseline images")
+            raise ValueError("a near-copy check needs a threshold or real held-out baseline images")
         base_d, _ = nearest_neighbours(pixel_vectors(baseline, size), tr, query_groups=baseline_groups, ref_groups=train_groups)
         threshold = copy_threshold(base_d, quantile)
     d, _ = nearest_neighbours(pixel_vectors(generated, size), tr)
-    return d < threshold
+    return d, float(threshold)
 
 
 def detection_table(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> pd.DataFrame:
