@@ -39,7 +39,7 @@ class ClassificationAccuracyScore(Evaluator):
         self.seeds, self.synthetic_per_class, self.epochs, self.reference = seeds, synthetic_per_class, epochs, reference
 
     def evaluate(self, real_train, generated, real_test, context):
-        from augforge.classify import classification_metrics, fit_classifier, predict_proba
+        from augforge_plugins.metrics import paired_fits
 
         names = real_train.class_names
         counts = np.bincount(real_train.labels, minlength=len(names))
@@ -47,16 +47,7 @@ class ClassificationAccuracyScore(Evaluator):
         settings = {"synthetic": context.sample(np.full(len(names), n))}
         if self.reference:
             settings["real"] = real_train
-        rows = []
-        for seed in range(self.seeds):
-            for setting, train in settings.items():
-                model = context.new_classifier(seed=context.seed + seed)  # the same start for both: paired
-                fit = fit_classifier(model, train, context.real_val, seed=context.seed + seed, device=context.device,
-                                     **({"epochs": self.epochs} if self.epochs else {}))
-                m, _ = classification_metrics(predict_proba(fit.model, real_test.images, context.device), real_test.labels, names)
-                rows.append({"setting": setting, "seed": seed, "best_epoch": fit.best_epoch,
-                             "balanced_accuracy": m["balanced_accuracy"], **{f"recall_{c}": m[f"recall_{c}"] for c in names}})
-        runs = pd.DataFrame(rows)
+        runs = paired_fits(settings, self.seeds, self.epochs, context, real_test, names)
         metrics = {"cas_synthetic_per_class": float(n)}
         per_class = []
         for setting, key in (("synthetic", "cas"), ("real", "cas_real")):

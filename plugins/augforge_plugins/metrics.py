@@ -594,8 +594,6 @@ class AugmentationGain(Evaluator):
         self.seeds, self.target_count, self.synthetic_per_class, self.epochs = seeds, target_count, synthetic_per_class, epochs
 
     def evaluate(self, real_train, generated, real_test, context):
-        from augforge.classify import classification_metrics, fit_classifier, predict_proba
-
         names = real_train.class_names
         counts = np.bincount(real_train.labels, minlength=len(names))
         # default target: the second-largest class, so rare classes are topped up to it
@@ -609,17 +607,7 @@ class AugmentationGain(Evaluator):
             "real+synthetic": _concat(real_train, synth_top),
             "synthetic": synth_only,
         }
-        rows = []
-        for seed in range(self.seeds):
-            for setting, train in settings.items():
-                model = context.new_classifier(seed=context.seed + seed)  # same start for every generator: paired
-                fit = fit_classifier(model, train, context.real_val, seed=context.seed + seed, device=context.device,
-                                     **({"epochs": self.epochs} if self.epochs else {}))
-                m, _ = classification_metrics(predict_proba(fit.model, real_test.images, context.device), real_test.labels, names)
-                rows.append({"setting": setting, "seed": seed, "best_epoch": fit.best_epoch,
-                             "balanced_accuracy": m["balanced_accuracy"],
-                             **{f"recall_{n}": m[f"recall_{n}"] for n in names}})
-        table = pd.DataFrame(rows)
+        table = paired_fits(settings, self.seeds, self.epochs, context, real_test, names)
         metrics = {"augmentation_target_count": float(target), "augmentation_synthetic_added": float(extra.sum())}
         keys = {"real": "aug_real", "real+synthetic": "aug_mixed", "synthetic": "aug_synthetic"}
         for setting, key in keys.items():
@@ -634,6 +622,24 @@ class AugmentationGain(Evaluator):
         summary = table.groupby("setting").agg(["mean", "std"]).drop(columns=["seed", "best_epoch"], level=0)
         summary.columns = [f"{a}_{b}" for a, b in summary.columns]
         return EvalResult(metrics, tables={"augmentation_gain_runs": table, "augmentation_gain": summary.reset_index()})
+
+
+def paired_fits(settings: dict[str, ImageSet], seeds: int, epochs: int, context, real_test: ImageSet, names) -> pd.DataFrame:
+    """Train one detector per (training set, seed) and score it on ``real_test``: a row per fit
+    with balanced accuracy and per-class recall. Every setting of a seed starts from the same
+    initial weights (``context.new_classifier(seed=)``), so settings compare paired."""
+    from augforge.classify import classification_metrics, fit_classifier, predict_proba  # torch: only when fitting
+
+    rows = []
+    for seed in range(seeds):
+        for setting, train in settings.items():
+            model = context.new_classifier(seed=context.seed + seed)
+            fit = fit_classifier(model, train, context.real_val, seed=context.seed + seed, device=context.device,
+                                 **({"epochs": epochs} if epochs else {}))
+            m, _ = classification_metrics(predict_proba(fit.model, real_test.images, context.device), real_test.labels, names)
+            rows.append({"setting": setting, "seed": seed, "best_epoch": fit.best_epoch,
+                         "balanced_accuracy": m["balanced_accuracy"], **{f"recall_{n}": m[f"recall_{n}"] for n in names}})
+    return pd.DataFrame(rows)
 
 
 def _concat(a: ImageSet, b: ImageSet) -> ImageSet:
