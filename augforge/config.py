@@ -49,6 +49,8 @@ class TrainConfig:
     loss: str = "hinge"  # bce (non-saturating) | hinge | wgan-gp | lsgan
     lr_g: float = 2e-4  # Adam learning rate of G
     lr_d: float = 2e-4  # Adam learning rate of D (TTUR: set higher than lr_g)
+    lr_decay: str = "none"  # none | linear | cosine: warm-down of both rates towards 0 at the end of the run
+    lr_decay_start: float = 0.0  # share of the run (steps or max_minutes, whichever ends first) before the decay starts
     beta1: float = 0.0
     beta2: float = 0.999
     eps: float = 1e-8  # Adam epsilon (Keras default 1e-7 in paper A)

@@ -55,6 +55,7 @@ from augforge import __version__, registry
 from augforge.config import RunConfig
 from augforge.errors import AugforgeError, ConfigError, TrainingError
 from augforge.interfaces import Discriminator
+from augforge.schedules import check_schedule, lr_factor
 
 #: config keys that may change when a run is resumed (anything else must match the checkpoint)
 RESUME_MUTABLE = (
@@ -516,6 +517,10 @@ def train(
                           "e.g. --set train.diffaug=color,translation,cutout")
     if t.budget_clock not in ("wall", "cpu"):
         raise ConfigError(f"train.budget_clock={t.budget_clock!r}: expected wall or cpu")
+    try:
+        check_schedule(t.lr_decay, t.lr_decay_start)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for key in ("lecam_weight", "cr_weight", "ssl_weight", "max_minutes", "eval_every_minutes", "threads"):
         if getattr(t, key) < 0:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 0")
@@ -804,6 +809,20 @@ def train(
     clock["start"] = tick()  # the budget counts the loop, not the set-up (decoding, detector)
     next_eval["t"] = train_seconds() + 60.0 * t.eval_every_minutes
 
+    def run_progress() -> float:
+        """Share of the run done: steps, or the minutes budget if that ends first (the LR schedule's x)."""
+        by_time = train_seconds() / (60.0 * t.max_minutes) if t.max_minutes > 0 else 0.0
+        return max(step / t.steps, by_time)
+
+    def set_lr(progress: float) -> None:
+        factor = lr_factor(progress, t.lr_decay, t.lr_decay_start)
+        for opt, base in ((opt_g, t.lr_g), (opt_d, t.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+
+    if t.lr_decay != "none":
+        set_lr(run_progress())
+
     def next_batch():
         nonlocal epoch, pos
         if pos >= bpe:
@@ -943,6 +962,8 @@ def train(
                     m["ssl"] = window.get("ssl", 0.0) / n
                 if t.topk_min < 1:
                     m["topk_fraction"] = k / t.batch_size
+                if t.lr_decay != "none":
+                    m["lr_factor"] = opt_g.param_groups[0]["lr"] / t.lr_g
                 tracker.log_metrics(m, step=step)
                 for k in ("loss_d", "loss_g", "d_real", "d_fake"):
                     history[k].append(m[k])
@@ -973,8 +994,11 @@ def train(
             # -- 6f. wall budget, in-training evaluation, best.pt, report()
             budget_hit = t.max_minutes > 0 and train_seconds() >= 60.0 * t.max_minutes
             timed_eval = t.eval_every_minutes > 0 and train_seconds() >= next_eval["t"]
+            lr_progress = run_progress() if t.lr_decay != "none" else 0.0
             if dist.enabled and (t.max_minutes or t.eval_every_minutes):  # clocks differ: rank 0 decides
-                budget_hit, timed_eval = dist.broadcast((budget_hit, timed_eval))
+                budget_hit, timed_eval, lr_progress = dist.broadcast((budget_hit, timed_eval, lr_progress))
+            if t.lr_decay != "none":  # every rank the same rate, else DDP's replicas drift apart
+                set_lr(lr_progress)
             evaluating = t.eval_every > 0 or t.eval_every_minutes > 0
             if ((t.eval_every and step % t.eval_every == 0) or timed_eval
                     or (budget_hit and evaluating and best["step"] != step)):  # the budget's last step counts too

@@ -4,6 +4,8 @@ budget; the blockiness test and sngan's bilinear upsampling."""
 from __future__ import annotations
 
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import torch
 from augforge.checkpoint import load_checkpoint
 from augforge.config import resolve
 from augforge.errors import ConfigError
+from augforge.plugins import hookimpl
 from augforge.losses import consistency_penalty, lecam_penalty, topk_count, topk_logits
 from augforge.tracking import NullTracker
 
@@ -247,3 +250,47 @@ def test_ssl_training_runs_logs_and_resumes_bitwise(tmp_path, fakes):
     for key in ("generator", "discriminator"):
         for name, x in a[key]["state"].items():
             assert torch.equal(x, b[key]["state"][name]), f"{key}/{name}"
+
+
+def test_lr_schedules_are_flat_until_the_start_then_fall_to_zero():
+    from augforge.schedules import lr_factor
+
+    assert lr_factor(0.3, "linear", 0.5) == 1.0 and lr_factor(0.75, "linear", 0.5) == pytest.approx(0.5)
+    assert lr_factor(1.0, "cosine", 0.0) == pytest.approx(0.0) and lr_factor(0.5, "cosine", 0.0) == pytest.approx(0.5)
+    assert lr_factor(0.9, "none", 0.0) == 1.0 and lr_factor(7.0, "linear", 0.0) == 0.0  # past the budget: clamped
+
+
+class SigintAfterEpoch2:
+    @hookimpl
+    def augforge_epoch_end(self, run, epoch, metrics):
+        if epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_lr_decay_anneals_both_optimisers_by_steps_and_resumes_bitwise(tmp_path, fakes):
+    from augforge import plugins
+
+    over = dict(train__lr_decay="linear", train__lr_decay_start=0.25, train__lr_g=1e-3, train__lr_d=2e-3)
+    full = load_checkpoint(run(fake_cfg(tmp_path, **over)).checkpoint)
+    # the last step (12 of 12) set the rate for a next step that never comes: 0
+    assert full["opt_g"]["param_groups"][0]["lr"] == 0.0 and full["opt_d"]["param_groups"][0]["lr"] == 0.0
+    plugins.register(SigintAfterEpoch2(), name="sigint")
+    try:
+        part = run(fake_cfg(tmp_path, **over))
+    finally:
+        plugins.get_plugin_manager().unregister(name="sigint")
+    mid = load_checkpoint(part.checkpoint)
+    assert part.status == "KILLED" and 3 < mid["step"] < 12
+    factor = 1 - (mid["step"] / 12 - 0.25) / 0.75  # linear from a quarter of the run, both optimisers (TTUR kept)
+    assert mid["opt_g"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * factor)
+    assert mid["opt_d"]["param_groups"][0]["lr"] == pytest.approx(2e-3 * factor)
+    resumed = load_checkpoint(run(fake_cfg(tmp_path, **over), resume=part.run_dir).checkpoint)
+    for name, x in full["generator"]["state"].items():
+        assert torch.equal(x, resumed["generator"]["state"][name]), name
+
+
+def test_lr_decay_errors_list_the_valid_schedules(tmp_path, fakes):
+    with pytest.raises(ConfigError, match="train.lr_decay='step': expected one of none, linear, cosine"):
+        run(fake_cfg(tmp_path, train__lr_decay="step"))
+    with pytest.raises(ConfigError, match=r"train.lr_decay_start=1.0 must be in \[0, 1\)"):
+        run(fake_cfg(tmp_path, train__lr_decay="linear", train__lr_decay_start=1.0))
