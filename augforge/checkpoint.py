@@ -14,7 +14,7 @@ from the file alone (``load_generator``)::
 
 ``rng`` is this process's RNG states as plain data: ``{"torch": ByteTensor, "cuda": ByteTensor |
 None, "numpy": [name, keys list, pos, has_gauss, cached], "python": [version, state list,
-gauss]}``. ``extra`` (written by ``augforge.train``) holds what an exact resume needs beyond
+gauss]}``. ``extra`` (written by ``augforge.training``) holds what an exact resume needs beyond
 that: ``pos`` (batches consumed in ``epoch``), ``rng_per_rank`` (every rank's ``rng`` under
 torchrun), ``scaler_g``/``scaler_d`` (fp16 GradScalers), ``history`` (the logged loss
 curves), ``best`` (in-training evaluation: metric, value, step), the open metric windows

@@ -30,12 +30,12 @@ def run_demo(out: str | Path = "outputs/demo", *, quick: bool = False, overrides
     """Run every stage; returns the paths it wrote (also printed)."""
     from augforge.config import resolve
     from augforge.data import load_splits
-    from augforge.data_cli import contact_sheet
-    from augforge.evaluate import evaluate_checkpoint_full
+    from augforge.data.cli import contact_sheet
+    from augforge.evaluation import evaluate_checkpoint_full
     from augforge.export import export_checkpoint
-    from augforge.generate import generate_images
+    from augforge.export.generate import generate_images
     from augforge.tracking import default_tracking_uri
-    from augforge.train import train
+    from augforge.training import train
 
     out = Path(out)
     t_all = time.perf_counter()

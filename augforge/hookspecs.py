@@ -71,7 +71,7 @@ def augforge_register_commands(cli):
 def augforge_run_start(run):
     """Observe the start of a training run.
 
-    ``run`` is a ``augforge.train.RunInfo`` with ``config`` (the resolved ``RunConfig``),
+    ``run`` is a ``augforge.training.RunInfo`` with ``config`` (the resolved ``RunConfig``),
     ``run_dir`` (a ``pathlib.Path``), ``run_id`` (the tracking run id or ``None``) and
     ``class_names``. Called after ``config.json`` is written and before the first step.
     """
@@ -90,7 +90,7 @@ def augforge_epoch_end(run, epoch, metrics):
 def augforge_run_end(run, result):
     """Observe the end of a training run (finished, interrupted or failed).
 
-    ``result`` is a ``augforge.train.TrainResult`` with ``status`` ("FINISHED", "KILLED" or
+    ``result`` is a ``augforge.training.TrainResult`` with ``status`` ("FINISHED", "KILLED" or
     "FAILED"), ``step``, ``checkpoint`` (path of the last checkpoint) and ``metrics``.
     """
 

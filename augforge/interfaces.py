@@ -9,6 +9,9 @@ data (``image_size``, ``num_classes``, ``latent_dim``) are injected by the core.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -64,9 +67,20 @@ class Dataset:
         Used in the cache key. The default hashes the config and each source's size and
         modification time.
         """
-        from augforge.data import default_fingerprint
-
-        return default_fingerprint(self)
+        h = hashlib.sha256(json.dumps(getattr(self, "config", {}), sort_keys=True, default=str).encode())
+        h.update(self.name.encode())
+        records = self.records()
+        cols = [c for c in ("image_id", "label", "group", "source") if c in records.columns]
+        h.update(pd.util.hash_pandas_object(records[cols].astype(str), index=False).to_numpy().tobytes())
+        for src in records["source"]:
+            if src:
+                try:
+                    st = os.stat(src)
+                except OSError:
+                    h.update(f"{src}:missing".encode())
+                    continue
+                h.update(f"{src}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
 
 
 @dataclass
@@ -205,7 +219,7 @@ class Evaluator:
     """Computes numbers that say how realistic, faithful, private or useful generated images are.
 
     ``evaluate(real_train, generated, real_test, context)`` receives ``ImageSet``s and an
-    ``augforge.evaluate.EvalContext`` (the trained detector, device, seed) and returns an
+    ``augforge.evaluation.EvalContext`` (the trained detector, device, seed) and returns an
     ``EvalResult``. Evaluators never write files or log: the core does.
     """
 

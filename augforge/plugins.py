@@ -32,6 +32,18 @@ ENTRY_POINT_GROUP = "augforge"
 HOOK_NAMES = tuple(sorted(n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("augforge_")))
 
 _pm: "PluginManager | None" = None
+#: bumped on every (un)registration and reset: ``augforge.registry`` rebuilds its tables when it moves
+_generation = 0
+
+
+def generation() -> int:
+    """A counter that changes whenever the set of registered plugins may have changed."""
+    return _generation
+
+
+def _bump() -> None:
+    global _generation
+    _generation += 1
 
 
 class PluginError(AugforgeError):
@@ -47,6 +59,14 @@ class PluginManager(pluggy.PluginManager):
         self.distributions: dict[str, str] = {}
         #: plugin name -> why it was disabled for this command
         self.failures: dict[str, str] = {}
+
+    def register(self, plugin, name=None):
+        _bump()
+        return super().register(plugin, name=name)
+
+    def unregister(self, plugin=None, name=None):
+        _bump()
+        return super().unregister(plugin=plugin, name=name)
 
     def disable(self, name: str, message: str) -> None:
         """Unregister plugin ``name`` for the rest of this process and report why on stderr."""
@@ -163,15 +183,10 @@ def register(plugin, name: str | None = None) -> None:
     check_hooks(pm, plugin, name or _where(plugin))
     pm.register(plugin, name=name)
     pm.check_pending()
-    from augforge import registry
-
-    registry.reset()
 
 
 def reset() -> None:
     """Forget the plugin manager and registry (tests use this after changing the environment)."""
     global _pm
     _pm = None
-    from augforge import registry
-
-    registry.reset()
+    _bump()

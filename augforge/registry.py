@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from augforge import plugins
 from augforge.errors import AugforgeError, ConfigError
 from augforge.interfaces import KINDS
 
@@ -37,6 +38,7 @@ class Entry:
 
 
 _tables: dict[str, dict[str, Entry]] | None = None
+_built_at = -1  # augforge.plugins.generation() when _tables was built
 
 #: constructor keys the core fills from the run (never from --set), and the --set key to use instead
 INJECTED = {
@@ -61,12 +63,10 @@ def tables() -> dict[str, dict[str, Entry]]:
     that breaks the contract (``_check_class``) is disabled for this command as a whole (its
     other classes too) and reported by name; the other plugins' classes are still listed.
     """
-    global _tables
-    if _tables is not None:
+    global _tables, _built_at
+    if _tables is not None and _built_at == plugins.generation():
         return _tables
-    from augforge.plugins import get_plugin_manager
-
-    pm = get_plugin_manager()
+    pm = plugins.get_plugin_manager()
     result: dict[str, dict[str, Entry]] = {kind: {} for kind in _HOOKS}
     for plugin_name, plugin in list(pm.list_name_plugin()):
         if plugin is None:  # blocked
@@ -89,7 +89,7 @@ def tables() -> dict[str, dict[str, Entry]]:
         dist = pm.distributions.get(plugin_name, "(not installed)")
         for kind, cls in found:
             result[kind][cls.name] = Entry(kind, cls.name, cls, plugin_name, dist)
-    _tables = result
+    _tables, _built_at = result, plugins.generation()  # after any plugin disabled while collecting
     return result
 
 
@@ -168,9 +168,8 @@ def get(kind: str, name: str) -> type:
     table = tables()[kind]
     if name not in table:
         valid = ", ".join(sorted(table)) or "(none registered)"
-        from augforge.plugins import get_plugin_manager
 
-        failed = get_plugin_manager().failures
+        failed = plugins.get_plugin_manager().failures
         note = f" (disabled for this command: {', '.join(sorted(failed))}; see the warnings above)" if failed else ""
         raise ConfigError(f"unknown {kind} {name!r}; available: {valid}{note}")
     return table[name].cls

@@ -147,3 +147,46 @@ def check_config_json(run_dir: Path, saved: dict[str, Any], requested: dict[str,
            f"{movable[0]}={on_disk.get(movable[0])}`" if movable else
            f"only {', '.join(mutable)} may change on resume (with --set); for other keys start a new run")
     raise ConfigError(f"{path} was edited after the checkpoint was written ({detail}); restore it, or {how}")
+
+
+def run_checkpoint(run_id: str, *, tracking_uri: str | None = None, best: bool = False) -> Path:
+    """Return a local path to the checkpoint of tracked run ``run_id`` (downloaded if needed).
+
+    Looks for the run's ``checkpoints/last.pt`` (``best.pt`` with ``best=True``) artifact;
+    falls back to the run folder recorded in the ``run_dir`` tag.
+    """
+    import mlflow
+
+    from augforge.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    client = mlflow.MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception as exc:
+        raise AugforgeError(f"no tracked run {run_id!r} in {uri} ({type(exc).__name__}); check the id and --tracking-uri") from None
+    name = "best.pt" if best else "last.pt"
+    art = run.info.artifact_uri.rstrip("/") + f"/checkpoints/{name}"
+    if art.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        local = Path(unquote(urlparse(art).path))
+        if local.is_file():
+            return local
+    elif not art.startswith(("/", ".")):
+        try:
+            dst = Path(os.environ.get("AUGFORGE_CACHE_DIR", ".cache/augforge")) / "checkpoints" / run_id
+            dst.mkdir(parents=True, exist_ok=True)
+            got = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=f"checkpoints/{name}", dst_path=str(dst), tracking_uri=uri
+            )
+            return Path(got)
+        except Exception:
+            pass
+    elif Path(art).is_file():
+        return Path(art)
+    run_dir = run.data.tags.get("run_dir")
+    if run_dir and (Path(run_dir) / "checkpoints" / name).is_file():
+        return Path(run_dir) / "checkpoints" / name
+    what = "best checkpoint (was train.eval_every > 0?)" if best else "checkpoint"
+    raise AugforgeError(f"tracked run {run_id} has no {what}: neither artifact checkpoints/{name} nor {run_dir}/checkpoints/{name}")

@@ -271,7 +271,7 @@ def check_evaluator(name: str, image_size: int = 32, **options) -> None:
     import math
 
     from augforge import plugins
-    from augforge.evaluate import EvalContext
+    from augforge.evaluation import EvalContext
 
     cls = registry.get("evaluator", name)
     ev = registry.build("evaluator", name, **options)

@@ -76,7 +76,7 @@ def _ham_cfg(image_size: int = 64):
 def knn_balanced_accuracy(arrays, splits, size: int = 16) -> float:
     """1-nearest-neighbour classifier on downscaled pixels, train -> test: a seconds-cheap
     probe of how much a split leaks (a second photo of a training lesion is its own answer)."""
-    from augforge.classify import balanced_accuracy
+    from augforge.evaluation.classify import balanced_accuracy
     from augforge_plugins.metrics import nearest_neighbours, pixel_vectors
 
     tr, te = np.asarray(splits["train"]), np.asarray(splits["test"])
@@ -91,8 +91,8 @@ def bench_detector(classifier: str = "paper-b-cnn") -> None:
     if not HAM.is_dir():
         print(f"skip detector: {HAM} not present")
         return
-    from augforge import data, evaluate
-
+    from augforge import data
+    from augforge import evaluation as evaluate
     cfg = _ham_cfg()
     arrays, grouped = evaluate.load_data(cfg)
     # the same images split as if every photo were its own lesion: what paper B's 98% suggests
@@ -128,8 +128,7 @@ def bench_detector(classifier: str = "paper-b-cnn") -> None:
 
 def bench_runs(args: list[str]) -> None:
     """``NAME=CHECKPOINT`` pairs -> one row each: the headline metrics of ``evaluate_checkpoint``."""
-    from augforge import evaluate
-
+    from augforge import evaluation as evaluate
     jpeg = None
     if "--jpeg-quality" in args:
         i = args.index("--jpeg-quality")

@@ -1,4 +1,4 @@
-"""Precision/recall of paper A's filters (augforge.filters) on hand-labelled real images.
+"""Precision/recall of paper A's filters (augforge.data.filters) on hand-labelled real images.
 
 Labels: benchmarks/filter_labels.csv (image_id, filter, label, set, sample), made by looking
 at contact sheets of ../shared/data/ham10000-200x150 (see benchmarks/README.md, "Filters").
@@ -21,7 +21,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from augforge import filters  # noqa: E402
+from augforge.data import filters
 from augforge.imageio import read_rgb  # noqa: E402
 
 

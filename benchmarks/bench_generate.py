@@ -5,7 +5,7 @@
 For each family: a conditional generator at --size px (random weights: speed does not depend
 on them), exported with `augforge.export.export_onnx`, then images/s at batch 1 and 64 for
 PyTorch eager (eval, no_grad) and onnxruntime (CPU), both on --threads threads. Then the end
-to end command path (`augforge.generate.generate_images`: noise, ONNX, PNG encoding, metadata.csv)
+to end command path (`augforge.export.generate.generate_images`: noise, ONNX, PNG encoding, metadata.csv)
 on the sngan file. Writes benchmarks/out/generate.json and prints a Markdown table.
 """
 
@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
 
     from augforge import registry
     from augforge.export import export_onnx, read_metadata
-    from augforge.generate import generate_images
+    from augforge.export.generate import generate_images
 
     torch.set_num_threads(args.threads)
     names = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"][: args.classes]

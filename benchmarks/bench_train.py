@@ -3,7 +3,7 @@
 For each model family (dcgan, cdcgan, sngan, each with its preset's training recipe) and
 image size, in the same process:
 
-- **ours**: ``augforge.train.train`` (no tracking, no mid-run checkpoints or grids). Both
+- **ours**: ``augforge.training.train`` (no tracking, no mid-run checkpoints or grids). Both
   loops are timed by the interval between successive generator updates (median over the
   steps after up to 3 warm-up steps), so start-up (data cache, model build, final
   checkpoint) is not counted, while everything the loop does per step (sampling order, batch gather, NaN check,
@@ -141,7 +141,7 @@ def config(model: str, size: int, steps: int, batch: int, device: str, out_dir: 
 
 
 def run_ours(cfg) -> dict:
-    from augforge.train import train
+    from augforge.training import train
 
     tracker = TimingTracker()
     with StepClock() as clock:
@@ -163,7 +163,7 @@ def run_plain(cfg, steps: int) -> dict:
 
 def _plain_loop(cfg, steps: int) -> None:
     from augforge import data, registry
-    from augforge.losses import get_loss, gradient_penalty, r1_penalty
+    from augforge.training.losses import get_loss, gradient_penalty, r1_penalty
 
     t = cfg.train
     device = torch.device("cuda" if t.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
@@ -182,7 +182,7 @@ def _plain_loop(cfg, steps: int) -> None:
     opt_d = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2), eps=t.eps)
     d_loss, g_loss = get_loss(t.loss)
     if t.diffaug:
-        from augforge.diffaug import diff_augment
+        from augforge.training.diffaug import diff_augment
 
         aug = lambda x: diff_augment(x, t.diffaug)  # noqa: E731
     else:

@@ -19,4 +19,4 @@ if [ -d .device-wheels ] && ls .device-wheels/*.whl >/dev/null 2>&1; then
         && site=":.device-site" || echo "device-check: installing .device-wheels failed; going on without" >&2
 fi
 export PYTHONPATH=".:plugins${site}${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PY" -m augforge.device_check "$@"
+exec "$PY" -m augforge.device.check "$@"

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from augforge import config, evaluate, registry
+from augforge import config, registry
+
+from augforge import evaluation as evaluate
 from augforge.interfaces import ImageSet
 
 FAKE = {

@@ -8,7 +8,9 @@ import pytest
 import torch
 from _datagen import make_ham, write_image
 
-from augforge import config, filters
+from augforge import config
+
+from augforge.data import filters
 from augforge import data as D
 from augforge.errors import ConfigError
 from augforge.imageio import read_rgb

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from augforge import registry
-from augforge.classify import balanced_accuracy, classification_metrics, fit_classifier, predict_proba, recipe_for, to_tensor
+from augforge.evaluation.classify import balanced_accuracy, classification_metrics, fit_classifier, predict_proba, recipe_for, to_tensor
 from augforge.interfaces import Classifier, ImageSet
 
 

@@ -62,8 +62,7 @@ def test_plugins_fall_back_to_the_builtin_modules_without_entry_points(monkeypat
 
 
 def test_large_files_come_back_in_parts_that_join_to_the_original(tmp_path, monkeypatch):
-    from augforge import device_check
-
+    from augforge.device import check as device_check
     monkeypatch.setattr(device_check, "MAX_FILE_BYTES", 1000)
     out, work = tmp_path / "out", tmp_path / "work"
     out.mkdir()
@@ -81,7 +80,7 @@ def test_large_files_come_back_in_parts_that_join_to_the_original(tmp_path, monk
 
 
 def test_report_markdown_tabulates_throughput_per_mode():
-    from augforge.device_report import markdown
+    from augforge.device.report import markdown
 
     cells = [
         {"model": "sngan", "image_size": 64, "mode": "fp32", "img_per_s": 1234.0, "data_wait_share": 0.021},

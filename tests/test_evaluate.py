@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from augforge import config, evaluate, registry
+from augforge import config, registry
+
+from augforge import evaluation as evaluate
 from augforge.checkpoint import save_checkpoint
-from augforge.evaluate import Evaluation
+from augforge.evaluation import Evaluation
 from augforge.interfaces import ImageSet
 
 FAKE = {
@@ -228,11 +230,11 @@ def test_cli_evaluate_checkpoint_prints_the_report_path(cfg, fast_detector, tmp_
 
 @pytest.mark.slow
 def test_training_keeps_best_by_the_real_evaluator_and_evaluate_run_finds_it(cfg, fast_detector, tmp_path, capsys):
-    """Integration with augforge.train: train.eval_every calls make_training_evaluator (KID),
+    """Integration with augforge.training: train.eval_every calls make_training_evaluator (KID),
     best.pt is kept, and `augforge evaluate --run ID --best` evaluates it."""
     from augforge.checkpoint import load_checkpoint
     from augforge.cli import main
-    from augforge.train import train
+    from augforge.training import train
 
     run_cfg = config.apply_overrides(cfg, {
         "train.steps": 6, "train.batch_size": 8, "train.eval_every": 3, "train.checkpoint_every": 3, "train.log_every": 3,

@@ -177,8 +177,8 @@ def test_full_disk_during_cache_checkpoint_and_generation(small_disk, tmp_path, 
     from augforge import checkpoint as C
     from augforge import data as D
     from augforge import envvars
-    from augforge import generate as G
-    from augforge.train import train
+    from augforge.export import generate as G
+    from augforge.training import train
 
     monkeypatch.setenv("AUGFORGE_MIN_FREE_MB", "0")
     tried = 0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from augforge.filtering import FilterError, kept_count, novelty, parse_filters, percentile_ranks, select
+from augforge.evaluation.filtering import FilterError, kept_count, novelty, parse_filters, percentile_ranks, select
 
 
 def _labels(sizes):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from augforge import generate as generate_mod
+from augforge.export import generate as generate_mod
 from augforge.cli import main
 from augforge.runtime import SyntheticLesions
 
@@ -179,8 +179,8 @@ def test_filter_keeps_the_best_half_and_writes_scores(onnx_file, checkpoint_with
 
 
 def test_filter_by_novelty_keeps_the_farthest_draws(onnx_file, tmp_path):
-    from augforge.evaluate import load_data, onnx_config, split_sets
-    from augforge.filtering import novelty
+    from augforge.evaluation import load_data, onnx_config, split_sets
+    from augforge.evaluation.filtering import novelty
 
     res = generate_mod.generate_images(onnx_file, tmp_path / "v", counts={"nv": 5}, seed=1, filters=("novelty",), keep=0.25,
                                        progress=False)
@@ -195,7 +195,7 @@ def test_filter_by_novelty_keeps_the_farthest_draws(onnx_file, tmp_path):
 
 def test_filter_drops_planted_near_copies(onnx_file, tmp_path, monkeypatch):
     """Exact copies of training images planted into the draws never survive filtering."""
-    from augforge.evaluate import load_data, onnx_config, split_sets
+    from augforge.evaluation import load_data, onnx_config, split_sets
     from augforge.runtime import OnnxGenerator
 
     gen = OnnxGenerator(onnx_file)

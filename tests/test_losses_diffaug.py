@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from augforge import losses
-from augforge.diffaug import POLICIES, diff_augment, parse_policy
+from augforge.training import losses
+from augforge.training.diffaug import POLICIES, diff_augment, parse_policy
 from augforge.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def test_declared_image_sizes_are_enforced(bad):
 def test_training_refuses_a_bad_generator_before_step_1(bad, tmp_path):
     from augforge.config import resolve
     from augforge.tracking import NullTracker
-    from augforge.train import train
+    from augforge.training import train
 
     cfg = resolve("", {"data.name": "fake-blobs", "model.generator": "no-tanh", "model.discriminator": "fake",
                        "data.image_size": 16, "model.latent_dim": 8, "train.batch_size": 8, "train.steps": 2,

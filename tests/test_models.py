@@ -239,8 +239,8 @@ def test_preset_resolves_and_builds(preset):
         ("discriminator", cfg.discriminator_name, dict(cfg.discriminator)),
     ):
         registry.bind(kind, name, image_size=cfg.data.image_size, num_classes=3 if cfg.model.conditional else 0, **extra)
-    from augforge.diffaug import parse_policy
-    from augforge.losses import get_loss
+    from augforge.training.diffaug import parse_policy
+    from augforge.training.losses import get_loss
 
     parse_policy(cfg.train.diffaug)
     get_loss(cfg.train.loss)

@@ -154,7 +154,7 @@ def test_bad_registration_disables_that_plugin_only(fakes, plugin, expected, cap
 def test_evaluator_without_objective_no_longer_breaks_training_evaluation(fakes):
     plugins.register(_Evaluators([NoObjective]), name="bad-evaluators")
     try:
-        from augforge.train import _metric_direction
+        from augforge.training.lifecycle import metric_direction as _metric_direction
 
         assert _metric_direction("kid") == "minimize"  # AttributeError before: every evaluator was read
     finally:

@@ -31,7 +31,7 @@ def test_guide_code_examples_run_in_order(tmp_path, monkeypatch):
         assert "my_plugin" not in plugins.get_plugin_manager().failures
         # the observer example reads the metric keys the loop really passes (an untracked run)
         from augforge.config import RunConfig
-        from augforge.train import RunInfo
+        from augforge.training import RunInfo
 
         run = RunInfo(config=RunConfig(), run_dir=tmp_path, run_id=None, class_names=["nv"])
         namespace["augforge_epoch_end"](run=run, epoch=1, metrics={"epoch_loss_d": 1.0, "epoch_loss_g": 0.5,

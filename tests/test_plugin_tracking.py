@@ -58,7 +58,7 @@ def test_model_options_are_params_and_observers_log_without_mlflow(fakes, tmp_pa
 def test_tracker_for_an_untracked_run_logs_nothing(tmp_path):
     from augforge.config import RunConfig
     from augforge.tracking import tracker_for
-    from augforge.train import RunInfo
+    from augforge.training import RunInfo
 
     run = RunInfo(config=RunConfig(), run_dir=tmp_path, run_id=None, class_names=["nv"])
     tracker = tracker_for(run, "observer")

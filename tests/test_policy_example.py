@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augforge.generate import generate_images
-from augforge.policies import parse_policy
+from augforge.export.generate import generate_images
+from augforge.evaluation.policies import parse_policy
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from augforge.checkpoint import load_checkpoint
 from augforge.config import resolve
 from augforge.errors import ConfigError
 from augforge.plugins import hookimpl
-from augforge.losses import consistency_penalty, lecam_penalty, topk_count, topk_logits
+from augforge.training.losses import consistency_penalty, lecam_penalty, topk_count, topk_logits
 from augforge.tracking import NullTracker
 
 FAKE = {
@@ -38,7 +38,7 @@ class TagTracker(NullTracker):
 
 
 def run(cfg, **kw):
-    from augforge.train import train
+    from augforge.training import train
 
     kw.setdefault("tracker", NullTracker())
     return train(cfg, **kw)
@@ -112,11 +112,11 @@ def test_bf16_on_cpu_really_autocasts(tmp_path, fakes, monkeypatch):
 
 
 def test_wall_budget_stops_cleanly_keeps_best_and_says_why(tmp_path, fakes, monkeypatch):
-    import augforge.evaluate
-    import augforge.train
+    import augforge.evaluation
+    import augforge.training.budget
 
     now = {"s": 0.0}  # a clock that moves only when the evaluator says so: the test cannot race the machine
-    monkeypatch.setattr(augforge.train, "_clock", lambda: now["s"])
+    monkeypatch.setattr(augforge.training.budget, "wall_clock", lambda: now["s"])
     values = iter([5.0, 1.0, 7.0, 8.0])
 
     def fake_evaluator(cfg, real, device):
@@ -129,7 +129,7 @@ def test_wall_budget_stops_cleanly_keeps_best_and_says_why(tmp_path, fakes, monk
         evaluate.direction = "minimize"
         return evaluate
 
-    monkeypatch.setattr(augforge.evaluate, "make_training_evaluator", fake_evaluator)
+    monkeypatch.setattr(augforge.evaluation, "make_training_evaluator", fake_evaluator)
     reported = []
     tracker = TagTracker()
     result = run(fake_cfg(tmp_path, train__eval_every=2, train__max_minutes=1, train__steps=10_000,
@@ -253,7 +253,7 @@ def test_ssl_training_runs_logs_and_resumes_bitwise(tmp_path, fakes):
 
 
 def test_lr_schedules_are_flat_until_the_start_then_fall_to_zero():
-    from augforge.schedules import lr_factor
+    from augforge.training.schedules import lr_factor
 
     assert lr_factor(0.3, "linear", 0.5) == 1.0 and lr_factor(0.75, "linear", 0.5) == pytest.approx(0.5)
     assert lr_factor(1.0, "cosine", 0.0) == pytest.approx(0.0) and lr_factor(0.5, "cosine", 0.0) == pytest.approx(0.5)

@@ -31,7 +31,7 @@ def fake_cfg(tmp_path, **over):
 
 
 def run(cfg, **kw):
-    from augforge.train import train
+    from augforge.training import train
 
     kw.setdefault("tracker", NullTracker())
     return train(cfg, **kw)
@@ -41,7 +41,7 @@ def run(cfg, **kw):
 
 
 def test_concurrent_run_folders_are_distinct_and_exist(tmp_path):
-    from augforge.train import _unique_dir
+    from augforge.runs import create_run_dir as _unique_dir
 
     base, n = tmp_path / "runs" / "same-name", 8
     gate, got = threading.Barrier(n), []
@@ -229,7 +229,7 @@ def test_resumed_copy_gets_its_own_tracked_run(tmp_path, fakes):
 
 def test_image_size_bounds(tmp_path, monkeypatch, fakes):
     from augforge import data as D
-    from augforge.train_cli import build_config
+    from augforge.training.cli import build_config
 
     for size in (100000, 4096, 4):
         with pytest.raises(ConfigError, match=rf"data.image_size={size}: expected a whole number of pixels in 8\.\.1024"):
@@ -316,8 +316,7 @@ def onnx_file(fakes, tmp_path):
 
 
 def test_generate_failure_leaves_no_half_output(onnx_file, tmp_path, monkeypatch):
-    from augforge import generate as G
-
+    from augforge.export import generate as G
     calls = []
 
     def flaky(img, path):
@@ -343,8 +342,7 @@ def test_generate_failure_leaves_no_half_output(onnx_file, tmp_path, monkeypatch
 
 
 def test_generate_refuses_a_full_disk_per_batch(onnx_file, tmp_path, monkeypatch):
-    from augforge import generate as G
-
+    from augforge.export import generate as G
     _tiny_disk(monkeypatch, 10 * 2**20)
     with pytest.raises(AugforgeError, match=r"not enough disk space for 2 images in .*choose an --out folder on a bigger disk"):
         G.generate_images(onnx_file, tmp_path / "synth", per_class=2, progress=False)

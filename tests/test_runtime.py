@@ -175,7 +175,7 @@ def test_downstream_example_trains_on_mixed_data(onnx_files, tmp_path):
     import importlib.util
     from pathlib import Path
 
-    from augforge.generate import generate_images
+    from augforge.export.generate import generate_images
 
     real = tmp_path / "real"  # a HAM10000-layout folder standing in for real data
     generate_images(onnx_files["cond"], real, per_class=10, seed=3, progress=False)

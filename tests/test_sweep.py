@@ -1,7 +1,7 @@
 """Optuna sweeps: search-space names are --set keys, pruning, failed trials, nested MLflow runs,
 plots, the champion in the registry, and replaying a trial with `augforge train --from-trial`.
 
-The fast tests stub the training loop (``augforge.train.train``) with a function that behaves
+The fast tests stub the training loop (``augforge.training.train``) with a function that behaves
 like it (nested tracked run, ``report`` every ``eval_every`` steps, a checkpoint); the slow
 test runs the real thing on synthetic-lesions.
 """
@@ -64,10 +64,10 @@ def test_replay_command_round_trips():
 
 
 def _fake_train_factory(fail_trials=(), calls=None):
-    """A stand-in for augforge.train.train with the same contract, instant and deterministic."""
+    """A stand-in for augforge.training.train with the same contract, instant and deterministic."""
     from augforge import registry
     from augforge.checkpoint import save_checkpoint
-    from augforge.train import TrainResult
+    from augforge.training import TrainResult
 
     def fake_train(cfg, *, tracker=None, resume=None, report=None, nested=False):
         tracker.start(run_name=cfg.tracking.run_name, tags={"dataset": cfg.data.name}, nested=nested)
@@ -105,10 +105,10 @@ def _fake_train_factory(fail_trials=(), calls=None):
 
 @pytest.mark.slow
 def test_sweep_prunes_records_failures_nests_runs_and_registers(fakes, tmp_path, monkeypatch, capsys):
-    import augforge.train
+    import augforge.training
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(augforge.train, "train", _fake_train_factory(fail_trials={2}))
+    monkeypatch.setattr(augforge.training, "train", _fake_train_factory(fail_trials={2}))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     res = sweep_mod.run_sweep(dataset="fake-blobs", model="fake", trials=8, objective="kid", storage=storage,
                               overrides=_tiny(), eval_every=10, startup_trials=2, warmup_steps=10, seed=0,
@@ -171,9 +171,9 @@ def test_sweep_prunes_records_failures_nests_runs_and_registers(fakes, tmp_path,
 
 @pytest.mark.slow
 def test_study_set_up_must_match(fakes, tmp_path, monkeypatch):
-    import augforge.train
+    import augforge.training
 
-    monkeypatch.setattr(augforge.train, "train", _fake_train_factory())
+    monkeypatch.setattr(augforge.training, "train", _fake_train_factory())
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     kw = dict(dataset="fake-blobs", model="fake", trials=1, objective="kid", storage=storage, study="s",
               eval_every=10, register=False, plots=False, out_dir=tmp_path / "runs", echo=lambda s: None)
@@ -194,10 +194,10 @@ def test_dead_workers_trial_is_failed_and_retried(fakes, tmp_path, monkeypatch):
     queues a retry (linked by retried_trial_number) and runs that retry itself."""
     import time
 
-    import augforge.train
+    import augforge.training
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    monkeypatch.setattr(augforge.train, "train", _fake_train_factory())
+    monkeypatch.setattr(augforge.training, "train", _fake_train_factory())
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     kw = dict(dataset="fake-blobs", model="fake", objective="kid", storage=storage, study="s", eval_every=10,
               register=False, plots=False, out_dir=tmp_path / "runs", heartbeat=1, grace=2, echo=lambda s: None)

@@ -30,7 +30,8 @@ def artifacts(client, run_id, path=None):
 
 def test_tracked_run_has_params_tags_metrics_artifacts(tmp_path, fakes, monkeypatch):
     from augforge.tracking import VOLATILE
-    from augforge.train import checkpoint_for_run, train
+    from augforge.runs import run_checkpoint
+    from augforge.training import train
 
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # seconds; the default 10 outlasts this run
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
@@ -85,14 +86,14 @@ def test_tracked_run_has_params_tags_metrics_artifacts(tmp_path, fakes, monkeypa
     # artifacts of a sqlite store live next to the database
     assert run.info.artifact_uri.startswith((tmp_path / "artifacts").as_uri())
     # evaluation/export find the checkpoint by run id
-    path = checkpoint_for_run(result.run_id)
+    path = run_checkpoint(result.run_id)
     assert load_checkpoint(path)["step"] == 9
     with pytest.raises(Exception, match="no best checkpoint"):
-        checkpoint_for_run(result.run_id, best=True)
+        run_checkpoint(result.run_id, best=True)
 
 
 def test_resume_continues_the_same_tracked_run(tmp_path, fakes):
-    from augforge.train import train
+    from augforge.training import train
 
     base = {
         "data.name": "fake-blobs", "model.generator": "fake", "data.image_size": 16, "model.latent_dim": 8,

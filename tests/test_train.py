@@ -29,7 +29,7 @@ def fake_cfg(tmp_path, **over):
 
 
 def run(cfg, **kw):
-    from augforge.train import train
+    from augforge.training import train
 
     kw.setdefault("tracker", NullTracker())
     return train(cfg, **kw)
@@ -187,7 +187,7 @@ class Pruned(Exception):
 
 
 def test_report_can_stop_the_run_and_best_checkpoint_is_kept(tmp_path, fakes, monkeypatch):
-    import augforge.evaluate
+    import augforge.evaluation
 
     values = iter([5.0, 3.0, 4.0, 9.0])
 
@@ -200,7 +200,7 @@ def test_report_can_stop_the_run_and_best_checkpoint_is_kept(tmp_path, fakes, mo
         evaluate.direction = "minimize"
         return evaluate
 
-    monkeypatch.setattr(augforge.evaluate, "make_training_evaluator", fake_evaluator)
+    monkeypatch.setattr(augforge.evaluation, "make_training_evaluator", fake_evaluator)
     seen = []
 
     def report(step, metrics):
@@ -217,7 +217,7 @@ def test_report_can_stop_the_run_and_best_checkpoint_is_kept(tmp_path, fakes, mo
 
 
 def test_epoch_order_is_seeded_balanced_and_sharded():
-    from augforge.train import EpochOrder
+    from augforge.training.batches import EpochOrder
 
     labels = np.array([0] * 90 + [1] * 10)
     a = EpochOrder(labels, 8, seed=3, balance=False)
@@ -239,7 +239,7 @@ def test_amp_on_cpu_fails_loudly(tmp_path, fakes):
 
 
 def test_cli_dry_run_and_aliases(tmp_path):
-    from augforge.train_cli import build_config
+    from augforge.training.cli import build_config
 
     cfg = build_config("smoke", ("train.lr_g=1e-3",), {"steps": 7, "image_size": 32, "classes": "mel,nv"})
     assert cfg.train.steps == 7 and cfg.train.lr_g == 1e-3 and cfg.dataset["classes"] == ["mel", "nv"]

@@ -4,7 +4,7 @@ A classifier trained only on generated images and scored on the real, lesion-gro
 split says, class by class, which lesions the generator can already stand in for: a class
 whose CAS recall is close to the real-trained recall is usable as synthetic data; one near
 zero is not. The classifier and its recipe are augmentation-gain's (``context.new_classifier``
-with the same per-seed start, ``augforge.classify.fit_classifier`` with the best epoch chosen
+with the same per-seed start, ``augforge.evaluation.classify.fit_classifier`` with the best epoch chosen
 on the real val split), so CAS and the real-only reference are paired by seed.
 """
 

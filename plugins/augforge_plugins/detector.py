@@ -4,7 +4,7 @@
 class oversampling). ``resnet`` is a small ResNet of basic blocks written here (no
 torchvision) for stronger features. Both take images in [-1, 1] and expose ``features(x)``,
 the penultimate embedding that FID/KID, precision/recall and the memorisation audit use.
-Training happens in the core (``augforge.classify.fit_classifier``) with each class's
+Training happens in the core (``augforge.evaluation.classify.fit_classifier``) with each class's
 ``recipe``.
 """
 

@@ -2,7 +2,7 @@
 
 The math lives in small pure functions (arrays in, numbers out) that the tests check against
 closed forms; the ``Evaluator`` classes at the bottom only choose the sets, call them and
-hand numbers, tables and figures back to the core (``augforge.evaluate``), which logs and
+hand numbers, tables and figures back to the core (``augforge.evaluation``), which logs and
 writes everything. Feature-space metrics use the detector's penultimate embedding
 (``context.features``), never a downloaded network.
 
@@ -483,7 +483,7 @@ class C2ST(Evaluator):
         self.repeats = repeats
 
     def _pixel_judge(self, context, image_size, seed: int):
-        from augforge.classify import fit_classifier, predict_proba
+        from augforge.evaluation.classify import fit_classifier, predict_proba
 
         def fit_predict(train_x, train_y, test_x):
             model = context.new_classifier(2, seed=seed, classifier=self.judge, image_size=image_size, widths=self.widths)
@@ -628,7 +628,7 @@ def paired_fits(settings: dict[str, ImageSet], seeds: int, epochs: int, context,
     """Train one detector per (training set, seed) and score it on ``real_test``: a row per fit
     with balanced accuracy and per-class recall. Every setting of a seed starts from the same
     initial weights (``context.new_classifier(seed=)``), so settings compare paired."""
-    from augforge.classify import classification_metrics, fit_classifier, predict_proba  # torch: only when fitting
+    from augforge.evaluation.classify import classification_metrics, fit_classifier, predict_proba  # torch: only when fitting
 
     rows = []
     for seed in range(seeds):

@@ -1,7 +1,7 @@
-"""Policy study: which augmentation policy (``augforge.policies``) helps a classifier, measured.
+"""Policy study: which augmentation policy (``augforge.evaluation.policies``) helps a classifier, measured.
 
 For one generator, every policy of a small grid mixes synthetic images into the real training
-split (``augforge.policies.mix``: the same set a downstream trainer gets for that policy and
+split (``augforge.evaluation.policies.mix``: the same set a downstream trainer gets for that policy and
 seed), trains augmentation-gain's classifier recipe on it for each seed, and scores it on the
 lesion-grouped val and test splits, paired with a real-only run from the same initial weights.
 The best policy is chosen on **val** only; its **test** gain is reported with mean +- std over
@@ -9,7 +9,7 @@ seeds, the paired per-seed delta with a 95 % t-interval, and per-class recall de
 
 Filtered policies rank the synthetic pool by the detector's probability of the intended class
 (``label``) and the distance to the nearest training image (``novelty``), with near-copies of
-training images last (``augforge.filtering``); the discriminator's realism score is not at hand
+training images last (``augforge.evaluation.filtering``); the discriminator's realism score is not at hand
 in an evaluation context. ``pretrain-synthetic`` fine-tunes on real only at a tenth of the
 learning rate. A synthetic loss weight other than 1 is refused (the classifier loop has no
 per-sample weights yet).
@@ -69,7 +69,7 @@ class PolicyStudy(Evaluator):
 
     def __init__(self, *, policies: list[str] = DEFAULT_POLICIES, seeds: int = 3, epochs: int = 0, filter_pool: float = 2.0):
         """``filter_pool``: synthetic draws per needed image, so filtered policies have a choice."""
-        from augforge.policies import parse_policy
+        from augforge.evaluation.policies import parse_policy
 
         self.policies = [parse_policy(p) for p in policies]
         if len(self.policies) < 2 or len({str(p) for p in self.policies}) != len(self.policies):
@@ -83,7 +83,7 @@ class PolicyStudy(Evaluator):
 
     def _pool(self, real_train, context):
         """The synthetic pool every policy draws from, and its filter score (higher = better)."""
-        from augforge.filtering import label_probability, novelty, select
+        from augforge.evaluation.filtering import label_probability, novelty, select
 
         counts = np.bincount(real_train.labels, minlength=len(real_train.class_names))
         need = np.max([p.synthetic_counts(counts) for p in self.policies], axis=0)
@@ -99,7 +99,7 @@ class PolicyStudy(Evaluator):
         return pool, np.where(copies, -np.inf, combined)  # near-copies only when nothing else is left
 
     def _fit_score(self, train, policy, seed, real_train, real_test, context):
-        from augforge.classify import classification_metrics, fit_classifier, predict_proba
+        from augforge.evaluation.classify import classification_metrics, fit_classifier, predict_proba
 
         extra = {"epochs": self.epochs} if self.epochs else {}
         model = context.new_classifier(seed=seed)  # the same start for every policy: paired
@@ -114,7 +114,7 @@ class PolicyStudy(Evaluator):
                 **{f"recall_{n}": test[f"recall_{n}"] for n in names}}
 
     def evaluate(self, real_train, generated, real_test, context):
-        from augforge.policies import mix
+        from augforge.evaluation.policies import mix
 
         if context.real_val is None:
             raise ValueError("policy-study chooses a policy on the val split: the evaluation context has no real_val")

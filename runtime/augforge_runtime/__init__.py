@@ -16,7 +16,8 @@ when installed, for ``models:/`` URIs), so it runs in any pipeline, whatever its
 
 from augforge_runtime.dataset import DEFAULT_CACHE_MB, READ_AHEAD, SyntheticLesions
 from augforge_runtime.mixing import Mixed, check_labels_agree, mix
-from augforge_runtime.model import CHUNK, FORMAT, LATENT_DISTRIBUTION, OnnxGenerator, RuntimeModelError, item_noise, to_uint8
+from augforge_runtime.errors import RuntimeModelError
+from augforge_runtime.model import CHUNK, FORMAT, LATENT_DISTRIBUTION, OnnxGenerator, item_noise, to_uint8
 
 __version__ = "0.1.0"
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from augforge_runtime.model import CHUNK, OnnxGenerator, RuntimeModelError
+from augforge_runtime.errors import RuntimeModelError
+from augforge_runtime.model import CHUNK, OnnxGenerator
 
 #: default size of the per-process image cache, in MB (2**20 bytes); at 64 px one image is 12 KB
 DEFAULT_CACHE_MB = 128

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from augforge_runtime.dataset import SyntheticLesions
-from augforge_runtime.model import RuntimeModelError
+from augforge_runtime.errors import RuntimeModelError
 
 
 class Mixed:

@@ -13,15 +13,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from augforge_runtime.errors import RuntimeModelError
+
 #: ``metadata_props["format"]`` of files written by ``augforge export`` (which imports it from here)
 FORMAT = "augforge-generator/1"
 #: what the generator's ``z`` input expects; written into every exported file
 LATENT_DISTRIBUTION = "standard_normal"
 CHUNK = 64  # images per onnxruntime call in bulk rendering (``render``); bounds memory, not results
-
-
-class RuntimeModelError(ValueError):
-    """The ONNX file, a class name or a label cannot be used as given."""
 
 
 class OnnxGenerator:

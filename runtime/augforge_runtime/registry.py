@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from augforge_runtime.model import RuntimeModelError
+from augforge_runtime.errors import RuntimeModelError
 
 DEFAULT_ALIAS = "champion"
 #: the store augforge writes by default, relative to the working folder

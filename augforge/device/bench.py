@@ -1,7 +1,7 @@
-"""Timings for ``augforge.device_check``: one G+D training step per model, size and speed mode.
+"""Timings for ``augforge.device.check``: one G+D training step per model, size and speed mode.
 
-    python -m augforge.device_bench throughput OUT.json [--device cuda] [--tiny] [--budget-s 100]
-    python -m augforge.device_bench ddp-probe OUT.json      (under torchrun: one DDP step)
+    python -m augforge.device.bench throughput OUT.json [--device cuda] [--tiny] [--budget-s 100]
+    python -m augforge.device.bench ddp-probe OUT.json      (under torchrun: one DDP step)
 
 ``throughput`` times the step the training loop runs (D on real + detached fake, then G
 through a frozen D; hinge loss, Adam) with components built by ``registry.build`` and
@@ -49,8 +49,8 @@ def time_cell(model: str, options: dict, size: int, mode: str, device: torch.dev
     """img/s (real images consumed per second) and the share of step time spent fetching data."""
     from augforge import registry
     from augforge.config import resolve
-    from augforge.losses import get_loss
-    from augforge.train import BatchSource
+    from augforge.training.losses import get_loss
+    from augforge.training.batches import BatchSource
 
     conditional = model != "dcgan"
     k = NUM_CLASSES if conditional else 0
@@ -172,7 +172,7 @@ def ddp_probe(out: Path) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m augforge.device_bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m augforge.device.bench", description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["throughput", "ddp-probe"])
     p.add_argument("out", type=Path)
     p.add_argument("--device", default="cuda")

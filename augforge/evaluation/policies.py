@@ -11,7 +11,7 @@ Forms (``parse_policy``)::
     ratio:R               add round(R x the class's real count) synthetic images, capped so no
                           class ends above the largest class's real count (RATIO_CAP)
     balanced              bring every class to the largest class's real count
-    ...:filtered          choose the best-scored synthetic images (``augforge.filtering``)
+    ...:filtered          choose the best-scored synthetic images (``augforge.evaluation.filtering``)
                           instead of a seeded random choice
     ...:weight=W          loss weight of a synthetic sample (real samples weigh 1)
     pretrain-synthetic:…  two stages: train on real + synthetic, then fine-tune on real only
@@ -138,7 +138,7 @@ def mix(real_labels, synth_labels, policy: str | Policy, seed: int = 0, scores=N
     need = policy.synthetic_counts(np.bincount(real_labels, minlength=c))
     if policy.filtered:
         if scores is None:
-            raise PolicyError(f"policy {policy} is filtered: pass the synthetic images' scores (augforge.filtering)")
+            raise PolicyError(f"policy {policy} is filtered: pass the synthetic images' scores (augforge.evaluation.filtering)")
         scores = np.asarray(scores, np.float64)
         if scores.shape != synth_labels.shape:
             raise PolicyError(f"scores has shape {scores.shape}, synth_labels {synth_labels.shape}: one score per synthetic image")

@@ -9,7 +9,7 @@ unchanged::
                             to and the tracking store), seed, counts, dropped near-copies
 
 With ``--filter realism,label,novelty --keep 0.5`` each class is drawn ceil(n / keep) times,
-scored (``augforge.filtering``), and the best n kept; ``metadata.csv`` gains ``score_*``
+scored (``augforge.evaluation.filtering``), and the best n kept; ``metadata.csv`` gains ``score_*``
 columns (the scores used and ``score_rank``, the combined within-class percentile rank).
 
 ``dx_type`` is ``synthetic``; ``age`` is empty and ``sex``/``localization`` are ``unknown``
@@ -72,7 +72,7 @@ def parse_counts(text: str) -> dict[str, int]:
 def _training_config(onnx_path: Path, metadata: dict[str, str], train_data: str | None):
     """The run config of the generator's training data (``train_data``: NAME[:ROOT] when it moved)."""
     from augforge.config import apply_overrides
-    from augforge.evaluate import onnx_config
+    from augforge.evaluation import onnx_config
 
     cfg, _ = onnx_config(onnx_path, metadata)
     if train_data:  # NAME[:ROOT] -- another copy or location of the training data
@@ -89,7 +89,7 @@ def _training_config(onnx_path: Path, metadata: dict[str, str], train_data: str 
 
 def _near_copy_check(onnx_path: Path, metadata: dict[str, str], train_data: str | None, quantile: float):
     """``fn(images) -> bool mask`` flagging near-copies of the generator's training images."""
-    from augforge.evaluate import near_copy_mask_for
+    from augforge.evaluation import near_copy_mask_for
 
     cfg = _training_config(onnx_path, metadata, train_data)
     return lambda images: np.asarray(near_copy_mask_for(cfg, images, quantile=quantile), bool)
@@ -103,8 +103,8 @@ def _scorer(onnx_path: Path, gen, filters: tuple[str, ...], train_data: str | No
     nearest training image. Near-copies are flagged when novelty is a filter or with
     ``--drop-near-copies``.
     """
-    from augforge import filtering
-    from augforge.evaluate import get_detector, load_data, split_sets
+    from augforge.evaluation import filtering
+    from augforge.evaluation import get_detector, load_data, split_sets
 
     cfg = _training_config(onnx_path, gen.metadata, train_data)
     disc = None
@@ -162,7 +162,7 @@ def _filtered_draws(gen, score, seed: int, name: str, label: int, n: int, keep: 
     when too few remain). Returns ``(images, scores table, near-copies dropped)``."""
     import pandas as pd
 
-    from augforge.filtering import select
+    from augforge.evaluation.filtering import select
 
     m = math.ceil(n / keep)
     images, cols, copies = [], [], []
@@ -207,7 +207,7 @@ def generate_images(
 
     ``registry``: what a ``models:/`` source resolved to (``ResolvedModel.as_dict()``), recorded
     in ``generation.json`` so the images name the exact model version behind an alias.
-    ``filters`` (``augforge.filtering.SCORES``): draw ceil(n / ``keep``) images per class, keep
+    ``filters`` (``augforge.evaluation.filtering.SCORES``): draw ceil(n / ``keep``) images per class, keep
     the best n by their combined rank, and add ``score_*`` columns to ``metadata.csv``.
 
     ``registry``: what a ``models:/`` source resolved to (``ResolvedModel.as_dict()``), recorded
@@ -225,7 +225,7 @@ def generate_images(
         raise AugforgeError(f"{out} is not empty; choose a new --out folder or pass --overwrite")
     score = None
     if filters:
-        from augforge.filtering import kept_count
+        from augforge.evaluation.filtering import kept_count
 
         kept_count(1, keep)  # checks the share before any work
         score = _scorer(Path(onnx_path), gen, tuple(filters), train_data, copy_quantile, checkpoint, drop_near_copies)
@@ -378,7 +378,7 @@ def generate_command(onnx_path, model_uri, per_class, counts, out, seed, drop_ne
         raise click.UsageError("--train-data is used only with --drop-near-copies or --filter")
     if (keep is not None or checkpoint) and not filter_:
         raise click.UsageError("--keep and --checkpoint are used only with --filter realism,label,novelty")
-    from augforge.filtering import FilterError, parse_filters
+    from augforge.evaluation.filtering import FilterError, parse_filters
 
     try:
         filters = parse_filters(filter_) if filter_ else ()

@@ -27,7 +27,7 @@ import torch
 
 from augforge import registry
 from augforge.checkpoint import save_checkpoint
-from augforge.classify import classification_metrics, extract_features, fit_classifier, predict_proba, resolve_device
+from augforge.evaluation.classify import classification_metrics, extract_features, fit_classifier, predict_proba, resolve_device
 from augforge.data import cache_root, load_splits
 from augforge.errors import AugforgeError, ConfigError
 from augforge.interfaces import Classifier, EvalResult, ImageSet
@@ -538,7 +538,7 @@ def evaluate_generator(
     }
     report = None
     if out_dir is not None:
-        from augforge.report import write_report
+        from augforge.evaluation.report import write_report
 
         report = write_report(Path(out_dir), summary=summary, metrics=flat, results=results, detector_info=info,
                               real=sets["test"], generated=generated, detector_probs=ctx.probs(generated))

@@ -108,3 +108,20 @@ def consistency_penalty(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch
     """Balanced consistency regularisation (Zhao et al. 2021): D should score two random
     augmentations of the same image alike: ``mean((D(T1(x)) - D(T2(x)))^2)``."""
     return (logits_a - logits_b).pow(2).mean()
+
+
+def update_lecam_anchors(anchors: dict, logit_r: torch.Tensor, logit_f: torch.Tensor, decay: float, dist) -> None:
+    """Move LeCam's anchors (moving means of D's real / fake logits) by one batch, in place.
+
+    Under torchrun the batch means are averaged over ranks first, so every rank applies the same
+    anchor. The first update copies (no bias towards the initial 0).
+    """
+    means = torch.stack([logit_r.detach().float().mean(), logit_f.detach().float().mean()])
+    if dist.enabled:
+        torch.distributed.all_reduce(means)
+        means = means / dist.world
+    d = min(decay, anchors["updates"] / (anchors["updates"] + 1.0))
+    mean_r, mean_f = means.tolist()
+    anchors["real"] = d * anchors["real"] + (1.0 - d) * mean_r
+    anchors["fake"] = d * anchors["fake"] + (1.0 - d) * mean_f
+    anchors["updates"] += 1

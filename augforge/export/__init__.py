@@ -365,14 +365,14 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, uin
 
 def checkpoint_for_run(run_id: str, tracking_uri: str | None = None, best: bool = True) -> Path:
     """The run's best checkpoint (by the in-training evaluator) when it has one, else its last."""
-    from augforge import train
+    from augforge.runs import run_checkpoint
 
     if best:
         try:
-            return train.checkpoint_for_run(run_id, tracking_uri=tracking_uri, best=True)
+            return run_checkpoint(run_id, tracking_uri=tracking_uri, best=True)
         except AugforgeError:
             pass
-    return train.checkpoint_for_run(run_id, tracking_uri=tracking_uri, best=False)
+    return run_checkpoint(run_id, tracking_uri=tracking_uri, best=False)
 
 
 def _client(tracking_uri: str | None = None):

@@ -33,8 +33,7 @@ def evaluate_command(run_id, checkpoint, onnx_path, best, metrics, n_per_class, 
     (once, then cached) the detector on the real train split, writes a Markdown report with
     PNG figures and prints its path.
     """
-    from augforge import evaluate
-
+    from augforge import evaluation as evaluate
     given = [x for x in (run_id, checkpoint, onnx_path) if x]
     if len(given) != 1:
         raise ConfigError("give exactly one of --run RUN_ID, --checkpoint PATH or --onnx PATH")
@@ -46,9 +45,9 @@ def evaluate_command(run_id, checkpoint, onnx_path, best, metrics, n_per_class, 
         result = evaluate.evaluate_onnx_full(onnx_path, **common)
     else:
         if run_id:
-            from augforge.train import checkpoint_for_run
+            from augforge.runs import run_checkpoint
 
-            checkpoint = checkpoint_for_run(run_id, tracking_uri=tracking_uri, best=best)
+            checkpoint = run_checkpoint(run_id, tracking_uri=tracking_uri, best=best)
         result = evaluate.evaluate_checkpoint_full(checkpoint, **common)
     keys = [k for k in ("detection_rate", "fid", "fid_inception", "kid", "kid_inception", "precision", "recall", "density", "coverage", "c2st_accuracy",
                         "memorization", "augmentation_gain") if k in result.metrics]

@@ -1,4 +1,4 @@
-"""``report.md`` of ``augforge.device_check``: the JSON report as tables a reviewer reads first."""
+"""``report.md`` of ``augforge.device.check``: the JSON report as tables a reviewer reads first."""
 
 from __future__ import annotations
 

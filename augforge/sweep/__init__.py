@@ -1,4 +1,4 @@
-"""Optuna hyperparameter sweeps: every trial is one ``augforge.train.train`` call.
+"""Optuna hyperparameter sweeps: every trial is one ``augforge.training.train`` call.
 
 - Search space: the core's training keys (``CORE_SPACE``) plus each plugin's
   ``search_space(trial)``, prefixed ``generator.`` / ``discriminator.``. Trial parameter names
@@ -451,7 +451,7 @@ class _Objective:
     def __call__(self, trial) -> float:
         import optuna
 
-        from augforge.train import train
+        from augforge.training import train
 
         trial.set_user_attr("worker", _worker_id())
         params = suggest(trial, self.cfg, self.fixed)
@@ -487,7 +487,7 @@ class _Objective:
         trial.set_user_attr("checkpoint", str(ckpt) if ckpt else "")
         value = result.metrics.get(f"best_{key}", result.metrics.get(key))
         if value is None:  # no in-training evaluation ran (too few steps): evaluate the checkpoint once
-            from augforge.evaluate import evaluate_checkpoint
+            from augforge.evaluation import evaluate_checkpoint
 
             value = evaluate_checkpoint(ckpt, metrics=[self.evaluator]).get(key)
         if value is None or not math.isfinite(float(value)):

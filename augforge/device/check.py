@@ -10,7 +10,7 @@ that fails or runs out of time is recorded and the next one runs:
                 KID (train.eval_every) and a wall-time guard: SIGINT at the cap, on which the
                 loop finishes its step, checkpoints and stops (status KILLED, exit 130)
     export      `augforge export` of best.pt -> generator.onnx; the last sample grid
-    throughput  augforge.device_bench: img/s per model x size x mode, data-wait share
+    throughput  augforge.device.bench: img/s per model x size x mode, data-wait share
     resume      N steps straight vs N/2 + `--resume` to N: bitwise on CPU, within tolerance on CUDA
     ddp         torchrun --nproc_per_node=1: `augforge train` and a DDP probe (NCCL; gloo on CPU)
     sweep       `augforge sweep`, 4 trials, median pruner, when optuna and mlflow import
@@ -193,7 +193,7 @@ class Check:
         return self.report
 
     def write(self, final: bool = False) -> None:
-        from augforge.device_report import markdown
+        from augforge.device.report import markdown
 
         if final:
             text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -294,7 +294,7 @@ class Check:
 
     def stage_throughput(self, cap: float) -> dict:
         path = self.work / "throughput.json"
-        args = [sys.executable, "-m", "augforge.device_bench", "throughput", str(path), "--device", self.device,
+        args = [sys.executable, "-m", "augforge.device.bench", "throughput", str(path), "--device", self.device,
                 "--budget-s", str(max(5, int(cap - 25)))] + (["--tiny"] if self.tiny else [])
         r = self.sh(args, cap, grace=10)
         cells = json.loads(path.read_text())["cells"] if path.is_file() else []
@@ -339,7 +339,7 @@ class Check:
                 "--run-name", "torchrun", *self._smoke(), "--set", "train.steps=6"]
         t = self.sh(args, cap / 2)
         probe = self.work / "ddp-probe.json"
-        p = self.sh([*run, "-m", "augforge.device_bench", "ddp-probe", str(probe)], cap / 2)
+        p = self.sh([*run, "-m", "augforge.device.bench", "ddp-probe", str(probe)], cap / 2)
         found = json.loads(probe.read_text()) if probe.is_file() else None
         ok = t["rc"] == 0 and p["rc"] == 0 and bool(found) and found["all_reduce_sum"] == 1.0 and found["grad_finite"]
         return {"status": "ok" if ok else "failed", "train_rc": t["rc"], "probe_rc": p["rc"], "probe": found,
@@ -369,7 +369,7 @@ class Check:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m augforge.device_check", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m augforge.device.check", description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path, help="folder that receives the (at most 8) files to bring back")
     p.add_argument("--cpu", action="store_true", help="run on the CPU (CUDA hidden)")
     p.add_argument("--tiny", action="store_true", help="toy sizes: every stage in minutes on a CPU")

@@ -114,7 +114,7 @@ def novelty(generated: np.ndarray, train: np.ndarray, *, threshold: float | None
     near-copy threshold is given or, as in ``augforge generate --drop-near-copies``, the
     ``quantile`` of real held-out (``baseline``) lesions' distances to the training set.
     """
-    from augforge.evaluate import _metric_function
+    from augforge.evaluation import _metric_function
 
     if threshold is None and baseline is None:
         raise FilterError("novelty needs a near-copy threshold or real held-out baseline images")
@@ -128,7 +128,7 @@ def realism(discriminator, images: np.ndarray, labels=None, device="cpu", batch_
     """The discriminator's logit per image (higher = judged more real)."""
     import torch
 
-    from augforge.classify import to_tensor
+    from augforge.evaluation.classify import to_tensor
 
     discriminator = discriminator.to(device).eval()
     out = []
@@ -144,7 +144,7 @@ def realism(discriminator, images: np.ndarray, labels=None, device="cpu", batch_
 
 def label_probability(detector, images: np.ndarray, detector_labels, device="cpu") -> np.ndarray:
     """The detector's probability of each image's intended class."""
-    from augforge.classify import predict_proba
+    from augforge.evaluation.classify import predict_proba
 
     probs = predict_proba(detector, images, device)
     return probs[np.arange(len(images)), np.asarray(detector_labels, int)]

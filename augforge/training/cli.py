@@ -54,7 +54,7 @@ def build_config(preset: str, sets: tuple[str, ...], flags: dict, resume: str | 
         overrides[key] = value
     if resume:
         from augforge.checkpoint import load_latest
-        from augforge.train import resolve_resume
+        from augforge.training.state import resolve_resume
 
         if preset:
             raise ConfigError("--resume continues a run with its own config; drop --preset (change keys with --set)")
@@ -109,7 +109,7 @@ def train_command(preset, sets, resume, no_track, dry_run, from_trial, storage, 
         click.echo(cfg.to_json())
         return
     from augforge.tracking import NullTracker
-    from augforge.train import train
+    from augforge.training import train
 
     result = train(cfg, tracker=NullTracker() if no_track else None, resume=resume)
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports

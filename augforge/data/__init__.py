@@ -167,24 +167,6 @@ class LesionArrays:
         return ImageSet(np.ascontiguousarray(self.images), self.labels, self.class_names, self.meta["group"].to_numpy())
 
 
-def default_fingerprint(dataset: Dataset) -> str:
-    """Hash of the config, the records (ids, labels, groups) and each source's size and mtime."""
-    h = hashlib.sha256(json.dumps(getattr(dataset, "config", {}), sort_keys=True, default=str).encode())
-    h.update(dataset.name.encode())
-    records = dataset.records()
-    cols = [c for c in ("image_id", "label", "group", "source") if c in records.columns]
-    h.update(pd.util.hash_pandas_object(records[cols].astype(str), index=False).to_numpy().tobytes())
-    for src in records["source"]:
-        if src:
-            try:
-                st = os.stat(src)
-            except OSError:
-                h.update(f"{src}:missing".encode())
-                continue
-            h.update(f"{src}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
 def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     """Centre-crop to a square, then resize with a Lanczos filter (antialiased downscale)."""
     h, w = rgb.shape[:2]
@@ -210,8 +192,7 @@ def cache_root(cfg) -> Path:
 
 
 def cache_dir_for(cfg, dataset: Dataset) -> Path:
-    from augforge import filters
-
+    from augforge.data import filters
     size = int(cfg.data.image_size)
     parts = [dataset.name, dataset.fingerprint(), size, bool(cfg.data.skip_bad), PIPELINE_VERSION, filters.VERSION]
     key = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
@@ -225,7 +206,7 @@ def _skips_frame(rows: list[dict]) -> pd.DataFrame:
 
 def _decode_one(dataset: Dataset, record: dict, size: int, default_loader: bool):
     """Decode one record: (image S x S x 3, framed score, marks score) or a DataError."""
-    from augforge import filters
+    from augforge.data import filters
     from augforge.imageio import read_rgb
 
     if default_loader and record.get("source"):
@@ -350,10 +331,9 @@ def load_arrays(cfg, progress: bool = True) -> LesionArrays:
     With ``cfg.data.skip_bad`` unreadable files and bad rows are skipped and listed in
     ``skipped`` (also ``skipped.csv`` in the cache folder); otherwise the first one raises
     ``DataError``. ``cfg.data.drop_framed`` / ``drop_marks`` drop images the filters flag
-    (``augforge.filters``), listed in ``skipped`` with their score.
+    (``augforge.data.filters``), listed in ``skipped`` with their score.
     """
-    from augforge import filters
-
+    from augforge.data import filters
     dataset = build_dataset(cfg)
     records = dataset.records()
     size = check_image_size(cfg.data.image_size)

@@ -1,0 +1,1 @@
+"""Device readiness: the GPU check script's checks, benchmarks and report (README "GPU")."""
