@@ -206,3 +206,17 @@ def load_generator(path_or_state, ema: bool = True, map_location="cpu"):
     weights = state.get("g_ema") if ema and state.get("g_ema") is not None else g["state"]
     gen.load_state_dict(weights)
     return gen.eval(), state
+
+
+def load_discriminator(path_or_state, map_location="cpu"):
+    """Rebuild the discriminator of a training checkpoint, in eval mode (realism scores)."""
+    from augforge import registry
+
+    state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state, map_location)
+    d = state.get("discriminator")
+    if not d:
+        where = "" if isinstance(path_or_state, dict) else f"{path_or_state} "
+        raise AugforgeError(f"{where}holds no discriminator; realism scores need a training checkpoint (`augforge train`)")
+    disc = registry.build("discriminator", d["name"], **d["config"])
+    disc.load_state_dict(d["state"])
+    return disc.eval()

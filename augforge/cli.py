@@ -22,9 +22,9 @@ COMMANDS = {
     "data": ("augforge.data.cli:data_group", "Inspect and prepare datasets (decode-once cache, splits)."),
     "train": ("augforge.training.cli:train_command", "Train a GAN (presets, --set overrides, resume, MLflow)."),
     "evaluate": ("augforge.evaluation.cli:evaluate_command", "Evaluate a generator: detector, FID/KID, c2st, privacy."),
-    "sweep": ("augforge.sweep:sweep_command", "Optuna hyperparameter sweep; trials are nested MLflow runs."),
-    "export": ("augforge.export:export_command", "Export a generator to ONNX with metadata and a parity check."),
-    "generate": ("augforge.export.generate:generate_command", "Write synthetic images + HAM10000-style metadata.csv."),
+    "sweep": ("augforge.sweep.cli:sweep_command", "Optuna hyperparameter sweep; trials are nested MLflow runs."),
+    "export": ("augforge.export.cli:export_command", "Export a generator to ONNX with metadata and a parity check."),
+    "generate": ("augforge.export.cli:generate_command", "Write synthetic images + HAM10000-style metadata.csv."),
     "turing": ("augforge.turing.cli:turing_group", "Visual Turing test for clinicians: create, serve, results."),
     "demo": ("augforge.demo:demo_command", "The whole pipeline on the embedded synthetic data."),
 }

@@ -64,6 +64,7 @@ class TrainConfig:
     topk_min: float = 1.0  # top-k G updates: floor of the kept share of fakes (1 = off; paper 0.5-0.75)
     topk_decay: float = 0.99  # top-k: kept share = max(topk_decay**epoch, topk_min)
     cr_weight: float = 0.0  # balanced consistency regularisation weight (0 = off; 2 extra D passes)
+    ms_weight: float = 0.0  # mode-seeking term on G (MSGAN): pairs of z with the same class must give different images (0 = off)
     ssl_weight: float = 0.0  # D's self-supervised loss on real images (D.self_supervised_loss; 0 = off)
     amp: str = "auto"  # auto | off | bf16 | fp16; bf16 also on CPU (AVX-512 BF16), fp16 CUDA only
     channels_last: bool = False

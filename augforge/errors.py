@@ -15,3 +15,7 @@ class DataError(AugforgeError):
 
 class TrainingError(AugforgeError):
     """Training cannot go on (NaN/inf loss, ...); the last good checkpoint is kept."""
+
+
+class EvaluationError(AugforgeError):
+    """An evaluation cannot run as asked (missing data, unknown metric, unusable generator)."""

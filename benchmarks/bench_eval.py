@@ -36,7 +36,7 @@ def _save(name: str, payload: dict) -> None:
 
 def bench_metrics() -> None:
     """Seconds per metric for 700 generated vs 6,000 real 128-d features (7 classes, HAM-like mix)."""
-    from augforge_plugins import metrics as M
+    from augforge_plugins import measures as M
 
     rng = np.random.default_rng(0)
     counts = np.array([4023, 669, 660, 308, 197, 85, 68])
@@ -77,7 +77,7 @@ def knn_balanced_accuracy(arrays, splits, size: int = 16) -> float:
     """1-nearest-neighbour classifier on downscaled pixels, train -> test: a seconds-cheap
     probe of how much a split leaks (a second photo of a training lesion is its own answer)."""
     from augforge.evaluation.classify import balanced_accuracy
-    from augforge_plugins.metrics import nearest_neighbours, pixel_vectors
+    from augforge_plugins.measures import nearest_neighbours, pixel_vectors
 
     tr, te = np.asarray(splits["train"]), np.asarray(splits["test"])
     vec = pixel_vectors(np.asarray(arrays.images), size)

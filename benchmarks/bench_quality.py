@@ -58,6 +58,8 @@ RECIPES: dict[str, tuple[str, dict, str]] = {
                               "fast-lecam-topk + both learning rates fall linearly to 0 over the last 75 % of the budget"),
     "fast-lecam-topk-decay-g24": ("modern", {**_FAST, **_LEVERS, **_DECAY, "generator.channels": 24},
                                   "fast-lecam-topk-decay with a 1.5x wider G (diversity: recall was 0.29)"),
+    "fast-lecam-topk-decay-ms": ("modern", {**_FAST, **_LEVERS, **_DECAY, "train.ms_weight": 1.0},
+                                 "fast-lecam-topk-decay + MSGAN's mode-seeking term (pairs of z per class must differ)"),
     "modern-cpu": ("modern-cpu", {}, "the modern-cpu preset as it is now"),
 }
 

@@ -14,6 +14,7 @@ from augforge.data import filters
 from augforge import data as D
 from augforge.errors import ConfigError
 from augforge.imageio import read_rgb
+from augforge.interfaces import Dataset
 
 
 def cfg_for(**kv):
@@ -46,7 +47,7 @@ def test_first_load_decodes_and_caches_then_memory_maps_without_decoding(tmp_pat
         raise AssertionError("second load decoded an image")
 
     monkeypatch.setattr("augforge.imageio.read_rgb", no_decode)
-    monkeypatch.setattr(D.Dataset, "load_image", no_decode)
+    monkeypatch.setattr(Dataset, "load_image", no_decode)
     b = D.load_arrays(cfg, progress=False)
     assert isinstance(b.images, np.memmap)
     assert np.array_equal(np.asarray(a.images), np.asarray(b.images)) and list(a.labels) == list(b.labels)

@@ -53,7 +53,7 @@ def test_detector_is_trained_once_and_cached(cfg, fast_detector, monkeypatch, tm
     def boom(*a, **k):
         raise AssertionError("retrained a cached detector")
 
-    monkeypatch.setattr(evaluate, "fit_classifier", boom)
+    monkeypatch.setattr(evaluate.detector, "fit_classifier", boom)
     again = evaluate.get_detector(cfg, arrays, splits)
     x = torch.rand(4, 3, 16, 16) * 2 - 1
     assert torch.allclose(again(x), det(x), atol=1e-5)
@@ -266,7 +266,7 @@ def inception_file(tmp_path):
 
 
 def test_inception_variant_uses_the_given_network_and_the_same_formulas(cfg, inception_file):
-    from augforge_plugins.metrics import class_balanced_weights, frechet_distance, gaussian_stats
+    from augforge_plugins.measures import class_balanced_weights, frechet_distance, gaussian_stats
 
     sets = evaluate.split_sets(*evaluate.load_data(cfg))
     train, test = sets["train"], sets["test"]
@@ -346,14 +346,14 @@ def test_evaluation_keeps_the_training_runs_status_even_when_it_fails(cfg, tmp_p
     run_id = t.run_id
     t.end(status)
     ckpt = write_fake_checkpoint(cfg, tmp_path / "last.pt", run_id=run_id)
-    monkeypatch.setattr(evaluate, "evaluate_generator", lambda *a, **k: Evaluation({"fid": 1.0}, None, None, run_id, {}))
+    monkeypatch.setattr(evaluate.run, "evaluate_generator", lambda *a, **k: Evaluation({"fid": 1.0}, None, None, run_id, {}))
     evaluate.evaluate_checkpoint(ckpt, metrics=["fid"])
     assert mlflow.MlflowClient().get_run(run_id).info.status == status
 
     def boom(*a, **k):
         raise RuntimeError("evaluator crashed")
 
-    monkeypatch.setattr(evaluate, "evaluate_generator", boom)
+    monkeypatch.setattr(evaluate.run, "evaluate_generator", boom)
     with pytest.raises(RuntimeError, match="crashed"):
         evaluate.evaluate_checkpoint(ckpt, metrics=["fid"])
     assert mlflow.MlflowClient().get_run(run_id).info.status == status

@@ -130,7 +130,7 @@ def test_refuses_to_write_when_parity_fails(fakes, tmp_path, monkeypatch):
     g = _fake(fakes)
     target = tmp_path / "g.onnx"
     target.write_bytes(b"previous file")
-    monkeypatch.setattr(export_mod, "parity_check", lambda *a, **k: 0.5)
+    monkeypatch.setattr(export_mod.onnx, "parity_check", lambda *a, **k: 0.5)
     with pytest.raises(ExportError, match="parity check failed, max abs diff 0.5"):
         export_onnx(g, target, {"class_names": CLASSES}, exporter="torchscript")
     assert target.read_bytes() == b"previous file"  # untouched

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from augforge_plugins import metrics as M
+from augforge_plugins import measures as M
 
 
 def _spd(rng, d):

@@ -12,7 +12,7 @@ REAL = np.array([100, 40, 7, 0, 25])  # imbalanced, with an empty class
 
 
 def test_top_up_matches_augmentation_gains_top_up():
-    from augforge_plugins.metrics import top_up_counts
+    from augforge_plugins.measures import top_up_counts
 
     for n in (0, 30, 100, 669):
         assert parse_policy(f"top-up:{n}").synthetic_counts(REAL).tolist() == top_up_counts(REAL, n).tolist()

@@ -294,3 +294,27 @@ def test_lr_decay_errors_list_the_valid_schedules(tmp_path, fakes):
         run(fake_cfg(tmp_path, train__lr_decay="step"))
     with pytest.raises(ConfigError, match=r"train.lr_decay_start=1.0 must be in \[0, 1\)"):
         run(fake_cfg(tmp_path, train__lr_decay="linear", train__lr_decay_start=1.0))
+
+
+def test_mode_seeking_penalty_is_large_for_collapse_and_small_for_diversity():
+    from augforge.training.losses import mode_seeking_penalty
+
+    z = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    same = torch.zeros(8, 3, 4, 4)  # every z gives the same image: collapse
+    varied = z[:, :3, None, None].expand(8, 3, 4, 4).clone()  # images move with z
+    assert mode_seeking_penalty(same, z) > 1e4 and mode_seeking_penalty(varied, z) < 2.0
+    half = (z[:4] - z[4:]).abs().mean()
+    assert mode_seeking_penalty(varied, z) == pytest.approx(float(1.0 / ((varied[:4] - varied[4:]).abs().mean() / half + 1e-5)))
+
+
+def test_mode_seeking_training_logs_the_term_and_resumes_bitwise(tmp_path, fakes):
+    over = dict(train__ms_weight=1.0, train__device="cpu")
+    full = run(fake_cfg(tmp_path, **over))
+    assert "ms" in full.metrics and math.isfinite(full.metrics["ms"])
+    part = run(fake_cfg(tmp_path, train__steps=5, **over))
+    resumed = run(fake_cfg(tmp_path, **over), resume=part.run_dir)
+    a, b = load_checkpoint(full.checkpoint), load_checkpoint(resumed.checkpoint)
+    for name, x in a["generator"]["state"].items():
+        assert torch.equal(x, b["generator"]["state"][name]), name
+    with pytest.raises(ConfigError, match="train.ms_weight=-1.0 must be >= 0"):
+        run(fake_cfg(tmp_path, train__ms_weight=-1.0))

@@ -10,6 +10,7 @@ import json
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -90,7 +91,7 @@ def _fake_train_factory(fail_trials=(), calls=None):
         torch.manual_seed(number)
         g = registry.build("generator", "fake", image_size=cfg.data.image_size, num_classes=2,
                            latent_dim=cfg.model.latent_dim, **cfg.generator)
-        run_dir = sweep_mod.Path(cfg.train.out_dir) / cfg.tracking.run_name
+        run_dir = Path(cfg.train.out_dir) / cfg.tracking.run_name
         state = {"config": cfg.to_dict(), "class_names": ["nv", "mel"], "image_size": cfg.data.image_size,
                  "latent_dim": cfg.model.latent_dim, "run_id": tracker.run_id, "step": cfg.train.steps, "epoch": 1,
                  "generator": {"name": "fake", "config": g.config, "state": g.state_dict()}, "g_ema": None}

@@ -15,6 +15,7 @@ from scipy.stats import ks_2samp
 from augforge.cli import cli
 from augforge.errors import AugforgeError, DataError
 from augforge.turing import sample
+from augforge.turing import items as turing_items
 from augforge.turing import study as st
 
 
@@ -25,7 +26,7 @@ def key(path: Path) -> dict[str, tuple[str, str]]:
 
 def byte_features(data: bytes) -> dict:
     """Everything about a file except its pixels."""
-    chunks = st.png_chunks(data)
+    chunks = turing_items.png_chunks(data)
     ihdr_at = 8 + 8
     return {
         "size": len(data),
@@ -57,7 +58,7 @@ def folders(tmp_path):
 
 def test_study_is_balanced_and_blinded(tmp_path, folders):
     real, gen = folders
-    created = st.create_study(tmp_path / "study", st.folder_items(real), st.folder_items(gen), per_class=10, seed=3)
+    created = st.create_study(tmp_path / "study", turing_items.folder_items(real), turing_items.folder_items(gen), per_class=10, seed=3)
     assert created.classes == ["bcc", "mel"]  # the classes both sources have
     assert created.size == 64  # the smallest side: nothing is upscaled
     k = key(created.path)
@@ -90,7 +91,7 @@ def test_study_is_balanced_and_blinded(tmp_path, folders):
 def test_size_check_has_teeth(tmp_path, folders):
     """The same images as *compressed* PNGs would be told apart by file size alone."""
     real, gen = folders
-    created = st.create_study(tmp_path / "study", st.folder_items(real), st.folder_items(gen), per_class=12, seed=3)
+    created = st.create_study(tmp_path / "study", turing_items.folder_items(real), turing_items.folder_items(gen), per_class=12, seed=3)
     sizes = compressed_sizes(created.path)
     assert ks_2samp(sizes["real"], sizes["generated"]).pvalue < 0.01
 
@@ -98,7 +99,7 @@ def test_size_check_has_teeth(tmp_path, folders):
 def test_jpeg_pass_and_explicit_size(tmp_path, folders):
     real, gen = folders
     created = st.create_study(
-        tmp_path / "s", st.folder_items(real), st.folder_items(gen), per_class=3, classes=["mel"], size=48, jpeg_quality=80
+        tmp_path / "s", turing_items.folder_items(real), turing_items.folder_items(gen), per_class=3, classes=["mel"], size=48, jpeg_quality=80
     )
     assert created.size == 48 and len(key(created.path)) == 6
     sizes = {p.stat().st_size for p in (created.path / st.IMAGE_DIR).iterdir()}
@@ -110,9 +111,9 @@ def test_real_images_from_a_dataset_plugin(tmp_path, fakes):
 
     gen = sample.write_generated_folder(tmp_path / "gen", ("nv", "mel"), 5)
     cfg = config.resolve(overrides={"data.name": "fake-blobs", "dataset.n_per_class": 8, "dataset.size": 40})
-    items = st.dataset_items(cfg)
+    items = turing_items.dataset_items(cfg)
     assert {it.label for it in items} == {"nv", "mel"}
-    created = st.create_study(tmp_path / "s", items, st.folder_items(gen), per_class=4, seed=1)
+    created = st.create_study(tmp_path / "s", items, turing_items.folder_items(gen), per_class=4, seed=1)
     assert created.size == 40
     real_sources = [s for (s,) in sqlite3.connect(created.path / st.DB_NAME).execute("SELECT source FROM images WHERE origin = 'real'")]
     assert len(real_sources) == 8 and all(s.startswith("fake-blobs:FAKE_") for s in real_sources)
@@ -127,20 +128,20 @@ def test_class_subfolders_and_picks_are_seeded(tmp_path):
         (root / c).mkdir(parents=True)
         for i in range(5):
             Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)).save(root / c / f"{i}.png")
-    items = st.folder_items(root)
+    items = turing_items.folder_items(root)
     assert Counter(it.label for it in items) == {"mel": 5, "bcc": 5}
-    a = st.pick(items, ["mel"], 3, np.random.default_rng(7), "x")
-    b = st.pick(items, ["mel"], 3, np.random.default_rng(7), "x")
+    a = turing_items.pick(items, ["mel"], 3, np.random.default_rng(7), "x")
+    b = turing_items.pick(items, ["mel"], 3, np.random.default_rng(7), "x")
     assert [i.source for i in a] == [i.source for i in b]
     (root / "freckle").mkdir()
     Image.new("RGB", (8, 8)).save(root / "freckle" / "x.png")
     with pytest.raises(DataError, match="unknown class 'freckle'; valid: nv, mel"):
-        st.folder_items(root)
+        turing_items.folder_items(root)
 
 
 def test_bad_inputs_fail_with_clear_messages(tmp_path, folders):
     real, gen = folders
-    r, g = st.folder_items(real), st.folder_items(gen)
+    r, g = turing_items.folder_items(real), turing_items.folder_items(gen)
     with pytest.raises(DataError, match="class 'nv' missing from the generated images"):
         st.create_study(tmp_path / "a", r, g, per_class=2, classes=["nv"])
     with pytest.raises(DataError, match="class 'mel' has 12 image"):
@@ -154,7 +155,7 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path, folders):
         return np.zeros((40, 40, 3), np.uint8)
 
     with pytest.raises(DataError, match="decoder exploded"):
-        st.create_study(tmp_path / "half", r, [st.Item("mel", "g", "bad.png", flaky)], per_class=1, classes=["mel"])
+        st.create_study(tmp_path / "half", r, [turing_items.Item("mel", "g", "bad.png", flaky)], per_class=1, classes=["mel"])
     assert not (tmp_path / "half").exists() and not list(tmp_path.glob(".half.*"))  # nothing half-written
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
@@ -164,15 +165,15 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path, folders):
     loose.mkdir()
     Image.new("RGB", (8, 8)).save(loose / "a.png")
     with pytest.raises(DataError, match="class sub-folder"):
-        st.folder_items(loose)
+        turing_items.folder_items(loose)
     (loose / "metadata.csv").write_text("image_id,dx\nb,mel\n")
     with pytest.raises(DataError, match="image_id 'b' matches no image file"):
-        st.folder_items(loose)
+        turing_items.folder_items(loose)
     (loose / "sub").mkdir()
     Image.new("RGB", (8, 8)).save(loose / "sub" / "a.png")
     (loose / "metadata.csv").write_text("image_id,dx\na,mel\n")
     with pytest.raises(DataError, match="image_id 'a' matches 2 files"):
-        st.folder_items(loose)
+        turing_items.folder_items(loose)
 
 
 def test_cli_create(tmp_path, folders):
@@ -223,7 +224,7 @@ def test_rater_order_is_random_per_rater_and_stable():
 def test_blinding_on_real_ham_images(tmp_path, shared_ham):
     """Real HAM10000 JPEGs (200x150) against 64 px generator-style PNGs: still one byte pattern."""
     gen = sample.write_generated_folder(tmp_path / "gen", ("mel", "bcc"), 20)
-    created = st.create_study(tmp_path / "s", st.folder_items(shared_ham), st.folder_items(gen), per_class=20, classes=["mel", "bcc"])
+    created = st.create_study(tmp_path / "s", turing_items.folder_items(shared_ham), turing_items.folder_items(gen), per_class=20, classes=["mel", "bcc"])
     k = key(created.path)
     sizes = {"real": [], "generated": []}
     for p in (created.path / st.IMAGE_DIR).iterdir():

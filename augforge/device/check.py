@@ -343,7 +343,7 @@ class Check:
         found = json.loads(probe.read_text()) if probe.is_file() else None
         ok = t["rc"] == 0 and p["rc"] == 0 and bool(found) and found["all_reduce_sum"] == 1.0 and found["grad_finite"]
         return {"status": "ok" if ok else "failed", "train_rc": t["rc"], "probe_rc": p["rc"], "probe": found,
-                "note": "train.py runs world size 1 without a process group; the probe runs DDP itself"}
+                "note": "the training loop runs world size 1 without a process group; the probe runs DDP itself"}
 
     def stage_sweep(self, cap: float) -> dict:
         for name in ("optuna", "mlflow"):

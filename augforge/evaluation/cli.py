@@ -24,9 +24,12 @@ from augforge.errors import ConfigError
               help="Evaluator constructor option, repeatable, e.g. --set augmentation-gain.epochs=4 (keys: `augforge plugins show NAME`).")
 @click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
               help="Local TorchScript Inception-v3 (e.g. NVIDIA's inception-2015-12-05.pt): adds fid_inception/kid_inception.")
+@click.option("--filter", "filter_", default=None, metavar="SCORES",
+              help="Evaluate filtered samples, as `augforge generate --filter` writes them: realism (checkpoints only), label, novelty.")
+@click.option("--keep", type=float, default=0.5, show_default=True, help="With --filter: share of draws kept per class.")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
 def evaluate_command(run_id, checkpoint, onnx_path, best, metrics, n_per_class, classifier, jpeg_quality, seed, device, out_dir,
-                     tracking_uri, sets, inception_weights, no_track):
+                     tracking_uri, sets, inception_weights, filter_, keep, no_track):
     """Evaluate a generator: detector detection rate, FID/KID, precision/recall, c2st, memorisation.
 
     Uses the checkpoint's own dataset, classes, image size and lesion-grouped split, trains
@@ -34,13 +37,16 @@ def evaluate_command(run_id, checkpoint, onnx_path, best, metrics, n_per_class, 
     PNG figures and prints its path.
     """
     from augforge import evaluation as evaluate
+    from augforge.evaluation.filtering import parse_filters
+
     given = [x for x in (run_id, checkpoint, onnx_path) if x]
     if len(given) != 1:
         raise ConfigError("give exactly one of --run RUN_ID, --checkpoint PATH or --onnx PATH")
     names = [m.strip() for m in metrics.split(",") if m.strip()] or None
     common = dict(metrics=names, n_per_class=n_per_class, seed=seed, jpeg_quality=jpeg_quality, classifier=classifier,
                   device=device, out_dir=out_dir, track=not no_track, tracking_uri=tracking_uri, echo=click.echo,
-                  options=evaluate.parse_evaluator_options(sets), inception_weights=inception_weights)
+                  options=evaluate.parse_evaluator_options(sets), inception_weights=inception_weights,
+                  filters=parse_filters(filter_) if filter_ else (), keep=keep)
     if onnx_path:
         result = evaluate.evaluate_onnx_full(onnx_path, **common)
     else:

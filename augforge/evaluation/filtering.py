@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from augforge.errors import AugforgeError
+from augforge.interfaces import ImageSet
+
 SCORES = ("realism", "label", "novelty")
 EPS = 1e-9  # keep * n is floored after adding EPS, so 0.29 * 100 keeps 29, not 28 (float error)
 
 
-class FilterError(ValueError):
+class FilterError(AugforgeError, ValueError):
     """Scores, a share or a filter name cannot be used as given."""
 
 
@@ -148,3 +151,28 @@ def label_probability(detector, images: np.ndarray, detector_labels, device="cpu
 
     probs = predict_proba(detector, images, device)
     return probs[np.arange(len(images)), np.asarray(detector_labels, int)]
+
+
+def filter_pool(pool: ImageSet, counts, filters: tuple[str, ...], *, seed: int, device, detector=None,
+                discriminator=None, train: ImageSet | None = None, baseline: ImageSet | None = None) -> tuple[ImageSet, dict]:
+    """Score an oversampled ``pool`` by ``filters`` and keep the best ``counts[k]`` of class k.
+
+    What ``augforge evaluate --filter`` measures and ``augforge generate --filter`` writes:
+    realism (``discriminator``), label (``detector``), novelty (nearest ``train`` image, with the
+    near-copy threshold from real held-out ``baseline`` lesions); near-copies are always dropped
+    when novelty is scored. Returns the kept set and a summary (near-copies dropped, shortfall).
+    """
+    scores, copies = {}, None
+    if "realism" in filters:
+        if discriminator is None:
+            raise FilterError("realism filtering needs the discriminator: evaluate a training checkpoint (--checkpoint), "
+                              "not an ONNX file, or drop realism from --filter")
+        scores["realism"] = realism(discriminator, pool.images, pool.labels, device)
+    if "label" in filters:
+        scores["label"] = label_probability(detector, pool.images, pool.labels, device)
+    if "novelty" in filters:
+        scores["novelty"], copies, _ = novelty(pool.images, train.images, baseline=baseline.images,
+                                               baseline_groups=baseline.groups, train_groups=train.groups)
+    sel = select(pool.labels, scores, counts={k: int(c) for k, c in enumerate(np.asarray(counts, int))}, near_copy=copies, seed=seed)
+    kept = pool.subset(sel.indices)
+    return kept, {"near_copies_dropped": int(sum(sel.dropped_near_copies.values())), "shortfall": int(sum(sel.shortfall.values()))}

@@ -162,6 +162,8 @@ def write_report(
         f"on the val split), cached at `{summary['detector_path']}`",
         *([f"- Inception features (`*_inception` keys): `{summary['inception_weights']}`"] if summary.get("inception_weights") else []),
         *([f"- evaluator options: `{json.dumps(summary['evaluator_options'])}`"] if summary.get("evaluator_options") else []),
+        *([f"- filtered: every draw oversampled by 1/{summary['keep']:g}, the best-scored share per class kept by "
+           f"{', '.join(summary['filters'])} (`augforge generate --filter` does the same)"] if summary.get("filters") else []),
         "",
         "## Targets",
         "",

@@ -29,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
 import numpy as np
 from PIL import Image
 
@@ -143,18 +142,12 @@ def _scorer(onnx_path: Path, gen, filters: tuple[str, ...], train_data: str | No
 
 
 def _discriminator(path: Path, image_size: int):
-    from augforge import registry
-    from augforge.checkpoint import load_checkpoint
+    from augforge.checkpoint import load_checkpoint, load_discriminator
 
     state = load_checkpoint(path)
-    d = state.get("discriminator")
-    if not d:
-        raise AugforgeError(f"{path} holds no discriminator; realism filtering needs a training checkpoint (`augforge train`)")
     if int(state.get("image_size", image_size)) != image_size:
         raise AugforgeError(f"{path} is a {state.get('image_size')} px model, the generator makes {image_size} px images")
-    disc = registry.build("discriminator", d["name"], **d["config"])
-    disc.load_state_dict(d["state"])
-    return disc.eval()
+    return load_discriminator(state)
 
 
 def _filtered_draws(gen, score, seed: int, name: str, label: int, n: int, keep: float):
@@ -343,70 +336,3 @@ def _generate_into(gen, plan, out: Path, seed: int, check, prefix: str, progress
 
 def _write_png(img: np.ndarray, path: Path) -> None:
     Image.fromarray(img).save(path, format="PNG")
-
-
-@click.command("generate")
-@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="An ONNX file written by `augforge export`.")
-@click.option("--model", "model_uri", help="A registered model, e.g. models:/augforge-synthetic-lesions@champion.")
-@click.option("--per-class", type=int, default=None, help="Images for every class the generator makes.")
-@click.option("--counts", default=None, help="Images per class, e.g. mel=500,bcc=300.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (images/ + metadata.csv).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same files.")
-@click.option("--drop-near-copies", is_flag=True, help="Drop (and replace) images closer to a training image than real new lesions are.")
-@click.option("--train-data", default=None, metavar="NAME[:ROOT]",
-              help="Training data for --drop-near-copies (default: the dataset recorded in the model).")
-@click.option("--copy-quantile", default=0.01, show_default=True, type=float,
-              help="Near-copy threshold: this quantile of real held-out lesions' distance to the training set.")
-@click.option("--prefix", default="SYN", show_default=True, help="image_id prefix (ids are PREFIX_SEED_NNNNNNN).")
-@click.option("--filter", "filter_", default=None, metavar="SCORES",
-              help="Score and keep the best share per class: realism (needs --checkpoint), label, novelty; comma-separated.")
-@click.option("--keep", type=float, default=None, help="With --filter: share of draws kept per class (draws n / keep) [0.5].")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="The checkpoint the generator was exported from (its discriminator scores realism).")
-@click.option("--overwrite", is_flag=True, help="Replace the images and metadata in a non-empty --out folder.")
-@click.option("--tracking-uri", default="", help="MLflow tracking URI for --model (default: MLFLOW_TRACKING_URI or mlruns/mlflow.db).")
-def generate_command(onnx_path, model_uri, per_class, counts, out, seed, drop_near_copies, train_data, copy_quantile, prefix,
-                     filter_, keep, checkpoint, overwrite, tracking_uri):
-    """Write synthetic images as PNGs plus a HAM10000-style metadata.csv (reproducible by --seed)."""
-    from augforge.runtime import RuntimeModelError
-
-    if bool(onnx_path) == bool(model_uri):
-        raise click.UsageError("give exactly one of --onnx FILE or --model models:/NAME@ALIAS")
-    if (per_class is None) == (counts is None):
-        raise click.UsageError("give exactly one of --per-class N or --counts mel=500,bcc=300")
-    if train_data and not (drop_near_copies or filter_):
-        raise click.UsageError("--train-data is used only with --drop-near-copies or --filter")
-    if (keep is not None or checkpoint) and not filter_:
-        raise click.UsageError("--keep and --checkpoint are used only with --filter realism,label,novelty")
-    from augforge.evaluation.filtering import FilterError, parse_filters
-
-    try:
-        filters = parse_filters(filter_) if filter_ else ()
-    except FilterError as exc:
-        raise click.UsageError(str(exc)) from None
-    if model_uri:
-        from augforge.export import resolve_model
-
-        resolved = resolve_model(model_uri, tracking_uri or None)
-        path, registry = resolved.path, resolved.as_dict()
-        click.echo(f"{model_uri} is version {resolved.version} (tracking store {resolved.tracking_uri})")
-    else:
-        path, registry = Path(onnx_path), None
-    try:
-        result = generate_images(
-            path, out, counts=parse_counts(counts) if counts else None, per_class=per_class, seed=seed,
-            drop_near_copies=drop_near_copies, train_data=train_data, copy_quantile=copy_quantile, prefix=prefix,
-            overwrite=overwrite, source=model_uri or str(path), registry=registry, filters=filters,
-            keep=0.5 if keep is None else keep, checkpoint=checkpoint,
-        )
-    except (RuntimeModelError, FilterError) as exc:
-        raise AugforgeError(str(exc)) from None
-    per = ", ".join(f"{k}={v}" for k, v in result.counts.items())
-    click.echo(f"wrote {result.n_images} images ({per}) to {result.out / 'images'} in {result.seconds:.1f} s "
-               f"({result.n_images / max(result.seconds, 1e-9):.0f} images/s)")
-    if result.dropped and not filters:
-        click.echo("dropped near-copies (replaced): " + ", ".join(f"{k}={v}" for k, v in result.dropped.items()))
-    if filters:
-        click.echo(f"filtered by {','.join(filters)}: kept the best {keep or 0.5:g} of the draws per class, near-copies "
-                   f"dropped: " + ", ".join(f"{k}={v}" for k, v in result.dropped.items()) + " (scores in metadata.csv)")
-    click.echo(f"metadata: {result.metadata_csv}")

@@ -37,6 +37,32 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def start_run(cfg: RunConfig, tracker, dist, device, run_dir: Path, run_id: str | None, nested: bool, class_names,
+              resumed_at: int | None):
+    """Start (or reopen) the tracked run, log config.json / splits.csv, call ``augforge_run_start``.
+
+    Returns ``(tracker, run_id, info)``; ranks other than 0 get a ``NullTracker``.
+    """
+    from augforge.tracking import NullTracker, code_version, make_tracker
+
+    if not dist.main:
+        tracker = NullTracker()
+    elif tracker is None:
+        tracker = make_tracker(True, cfg.tracking.uri, cfg.tracking.experiment)
+    tags = {"dataset": cfg.data.name, "model": cfg.model.generator, "discriminator": cfg.discriminator_name,
+            "preset": cfg.preset or "(none)", "run_dir": str(run_dir.resolve()), "device": str(device),
+            "world_size": str(dist.world), **code_version()}
+    start_tracker(tracker, cfg, run_id, nested, tags, resumed_at=resumed_at)
+    run_id = dist.broadcast(tracker.run_id if dist.main else None)
+    for artifact in ("config.json", "splits.csv"):
+        if (run_dir / artifact).exists():
+            tracker.log_artifact(run_dir / artifact)
+    info = RunInfo(config=cfg, run_dir=run_dir, run_id=run_id, class_names=class_names)
+    if dist.main:
+        call_hook("augforge_run_start", run=info)
+    return tracker, run_id, info
+
+
 def call_hook(name: str, **kwargs) -> None:
     getattr(plugins.get_plugin_manager().hook, name)(**kwargs)
 

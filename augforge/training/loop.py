@@ -45,12 +45,14 @@ from augforge.errors import TrainingError
 from augforge.training import lifecycle as life
 from augforge.training.batches import BatchSource, EpochOrder
 from augforge.training.budget import Budget
-from augforge.training.distributed import init_distributed, resolve_amp, resolve_device, sync_buffers, weights_digest
+from augforge.training.checkpoints import Checkpointer
+from augforge.training.evaluator import build_evaluator, score
+from augforge.training.distributed import init_distributed, resolve_amp, resolve_device, weights_digest
 from augforge.training.nets import GRID_COLUMNS, build_nets, diffaug, ema_update, optimise, wrap_nets
 from augforge.training.progress import Progress, nan_message
-from augforge.training.rng import derived_seed, preserved_rng, rng_state, seed_all, set_rng_state
+from augforge.training.rng import derived_seed, seed_all, set_rng_state
 from augforge.training.signals import StopSignals
-from augforge.training.state import RunState, check_resume_config, check_train_config, checkpoint_state, new_window, resolve_resume
+from augforge.training.state import RunState, check_resume_config, check_train_config, new_window, resolve_resume
 
 
 def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, dict[str, float]], None] | None = None,
@@ -64,10 +66,11 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
     the tracked run under the active one (sweep trials).
     """
     from augforge import data as data_mod
-    from augforge.checkpoint import load_latest, save_checkpoint
-    from augforge.grid import loss_curve_png, make_grid, save_png
+    from augforge.checkpoint import load_latest
+    from augforge.grid import make_grid, save_png
     from augforge.training.losses import (consistency_penalty, get_loss, gradient_penalty, lecam_penalty, r1_penalty,
-                                          topk_count, topk_logits, update_lecam_anchors)
+                                          mode_seeking_penalty, topk_count, topk_logits,
+                                          update_lecam_anchors)
 
     # ---- 0. config + run folder ------------------------------------------------------------
     resume_state = None
@@ -96,7 +99,6 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
     else:
         run_dir = Path(dist.broadcast(str(life.new_run_dir(cfg)) if dist.main else None))
         cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, run_name=run_dir.name))
-    last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     if dist.main:
         life.write_config(run_dir, cfg)
     dist.barrier()
@@ -140,72 +142,20 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
     wrap_nets(nets, cfg, dist, device)
     augment = diffaug(t.diffaug)
 
-    # ---- 5. tracking + run_start hook ----------------------------------------------------------
-    from augforge.tracking import NullTracker, code_version, make_tracker
-
-    if not dist.main:
-        tracker = NullTracker()
-    elif tracker is None:
-        tracker = make_tracker(True, cfg.tracking.uri, cfg.tracking.experiment)
-    tags = {"dataset": cfg.data.name, "model": cfg.model.generator, "discriminator": cfg.discriminator_name,
-            "preset": cfg.preset or "(none)", "run_dir": str(run_dir.resolve()), "device": str(device),
-            "world_size": str(dist.world), **code_version()}
-    life.start_tracker(tracker, cfg, run_id, nested, tags, resumed_at=s.step if resume_state is not None else None)
-    run_id = dist.broadcast(tracker.run_id if dist.main else None)
-    for artifact in ("config.json", "splits.csv"):
-        if (run_dir / artifact).exists():
-            tracker.log_artifact(run_dir / artifact)
-    info = life.RunInfo(config=cfg, run_dir=run_dir, run_id=run_id, class_names=class_names)
-    if dist.main:
-        life.call_hook("augforge_run_start", run=info)
-    evaluator = None
-    if (t.eval_every > 0 or t.eval_every_minutes > 0) and dist.main:
-        from augforge.evaluation import make_training_evaluator
-
-        real_idx = np.asarray(splits.get("val", []))
-        real = arrays.subset(real_idx if len(real_idx) else np.asarray(splits["train"])).image_set()
-        with preserved_rng(device):  # building it must not shift the training streams (resume)
-            evaluator = make_training_evaluator(cfg, real, device)
+    # ---- 5. tracking + run_start hook -----------------------------------------------------------
+    tracker, run_id, info = life.start_run(cfg, tracker, dist, device, run_dir, run_id, nested, class_names,
+                                           resumed_at=s.step if resume_state is not None else None)
+    evaluator = build_evaluator(cfg, arrays, splits, device) if dist.main else None
     direction = getattr(evaluator, "direction", None) or life.metric_direction(t.eval_metric)
 
-    # ---- what the loop does besides stepping: sample grids and checkpoints ------------------------
+    # ---- what the loop does besides stepping: checkpoints and sample grids --------------------------
+    ckpt = Checkpointer(cfg, class_names, nets, s, dist, device, run_dir, budget, s.step if resume_state is not None else None)
+    ckpt.run_id = run_id
+
     def sample_grid() -> None:
-        net = ema if ema is not None else G
-        was_training = net.training
-        net.eval()
-        with preserved_rng(device), torch.no_grad():
-            imgs = [net(nets.fixed_z[i : i + 64].to(device), nets.fixed_y[i : i + 64].to(device) if nets.fixed_y is not None else None)
-                    .float().cpu() for i in range(0, len(nets.fixed_z), 64)]
-        net.train(was_training)
-        grid = make_grid(torch.cat(imgs), GRID_COLUMNS, row_labels=class_names if nets.num_classes else None)
+        grid = make_grid(nets.sample(device), GRID_COLUMNS, row_labels=class_names if nets.num_classes else None)
         tracker.log_artifact(save_png(grid, run_dir / "samples" / f"step_{s.step:06d}.png"), "samples")
         s.last_sample = s.step
-
-    saved_at, curve_at = {"step": s.step if resume_state is not None else None}, {"t": time.monotonic()}
-
-    def write_checkpoint(path: Path = last_path) -> Path:
-        if "dev" in s.window:  # CUDA: fold the on-device window sums in before saving
-            s.add_losses(s.window.pop("dev").tolist())
-        sync_buffers(dist, G, D, ema)
-        rng = rng_state(device)
-        per_rank = None
-        if dist.enabled:  # collective: every rank calls it
-            per_rank = [None] * dist.world
-            torch.distributed.all_gather_object(per_rank, rng)
-        state = checkpoint_state(cfg, class_names, nets, s, run_id=run_id, run_dir=run_dir, seconds=budget.seconds(),
-                                 rng=rng, rng_per_rank=per_rank)
-        if dist.main:
-            bad = [n for n, p in G.named_parameters() if not torch.isfinite(p).all()]
-            if bad:
-                raise TrainingError(f"generator weights are not finite ({bad[0]}, ...); refusing to overwrite {path}")
-            save_checkpoint(path, state)
-            if path == last_path:
-                saved_at["step"] = s.step
-                if time.monotonic() - curve_at["t"] > 300:  # matplotlib costs ~0.5 s: not every checkpoint
-                    curve_at["t"] = time.monotonic()
-                    loss_curve_png(s.history, run_dir / "loss_curve.png", title=f"{run_dir.name} (step {s.step})")
-        dist.barrier()
-        return path
 
     def next_batch():
         if s.pos >= bpe:
@@ -272,9 +222,14 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
             D.requires_grad_(False)
             z = torch.randn(t.batch_size, nets.latent_dim, device=device)
             y_g = y if nets.num_classes else None
+            if t.ms_weight > 0 and y_g is not None:  # mode seeking compares pairs of z within one class
+                y_g = torch.cat([y_g[: len(y_g) // 2]] * 2 + [y_g[2 * (len(y_g) // 2):]])
             k = topk_count(t.batch_size, s.epoch + s.pos / bpe, t.topk_decay, t.topk_min)
             with nets.autocast():
-                loss_g = g_loss_fn(topk_logits(nets.D_frozen(augment(nets.G_run(z, y_g)), y_g).float(), k))
+                fake = nets.G_run(z, y_g)
+                loss_g = g_loss_fn(topk_logits(nets.D_frozen(augment(fake), y_g).float(), k))
+                if t.ms_weight > 0:
+                    loss_g = loss_g + t.ms_weight * s.track("ms", mode_seeking_penalty(fake.float(), z))
             gn_g = optimise(loss_g, nets.opt_g, nets.scaler_g, g_params, log_now)
 
             # -- 6c. EMA of G; warm-up: early on the average follows G closely (short runs)
@@ -287,7 +242,7 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
                                 logit_r.detach().float().mean(), logit_f.detach().float().mean()])
             if device.type == "cpu" or log_now:
                 if not all(math.isfinite(v) for v in vals.tolist()):
-                    raise TrainingError(nan_message(s.step, vals.tolist(), saved_at["step"], last_path, t, device.type == "cpu"))
+                    raise TrainingError(nan_message(s.step, vals.tolist(), ckpt.saved_step, ckpt.last, t, device.type == "cpu"))
                 s.add_losses(vals.tolist())
             else:
                 s.window["dev"] = s.window.get("dev", torch.zeros(4, device=device)) + vals
@@ -297,7 +252,7 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
                 if "dev" in s.window:
                     dev = s.window.pop("dev").tolist()
                     if not all(math.isfinite(v) for v in dev):
-                        raise TrainingError(nan_message(s.step, dev, saved_at["step"], last_path, t, False))
+                        raise TrainingError(nan_message(s.step, dev, ckpt.saved_step, ckpt.last, t, False))
                     s.add_losses(dev)
                 m = s.window_metrics(t, images_per_step=t.batch_size * dist.world, epoch_float=s.epoch + s.pos / bpe)
                 m.update(grad_norm_d=gn_d, grad_norm_g=gn_g)
@@ -336,14 +291,7 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
                 if timed_eval:
                     budget.evaluated()
                 if evaluator is not None:
-                    net = ema if ema is not None else G
-                    was_training = net.training
-                    net.eval()
-                    with preserved_rng(device):
-                        em = {key: float(v) for key, v in evaluator(net).items()}
-                    em["train_minutes"] = budget.seconds() / 60.0  # x-axis of quality-per-minute curves
-                    em["process_cpu_minutes"] = time.process_time() / 60.0  # the same in CPU time: fair under load
-                    net.train(was_training)
+                    em = score(evaluator, ema if ema is not None else G, device, budget)
                     tracker.log_metrics(em, step=s.step)
                     last_metrics.update(em)
                     if s.improves(em.get(t.eval_metric), t.eval_metric, direction):
@@ -351,7 +299,7 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
                 dist.barrier()
                 s.best = dist.broadcast(s.best)
                 if s.best["step"] == s.step:
-                    write_checkpoint(best_path)
+                    ckpt.write(ckpt.best)
                 if report is not None and dist.main:
                     try:
                         report(s.step, dict(last_metrics))
@@ -363,7 +311,7 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
             if budget_hit:
                 s.stop_reason = "budget"
             if s.step % t.checkpoint_every == 0 or s.step == t.steps or budget_hit:
-                write_checkpoint()
+                ckpt.write()
             if budget_hit:
                 break
         s.stop_reason = s.stop_reason or "steps"
@@ -379,21 +327,20 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
         signals.restore()
 
     # ---- 7. end: last checkpoint, curves, artifacts, run_end hook ---------------------------------
-    checkpoint = last_path if last_path.exists() else None
+    checkpoint = ckpt.last if ckpt.last.exists() else None
     try:
         # a KeyboardInterrupt may have cut a step in half: keep the previous checkpoint then
-        if status == "KILLED" and not isinstance(error, KeyboardInterrupt) and saved_at["step"] != s.step:
-            checkpoint = write_checkpoint()
+        if status == "KILLED" and not isinstance(error, KeyboardInterrupt) and ckpt.saved_step != s.step:
+            checkpoint = ckpt.write()
         if status != "FAILED" and dist.main:
             if s.step != s.last_sample:
                 sample_grid()
             if s.history["step"]:
-                loss_curve_png(s.history, run_dir / "loss_curve.png", title=f"{run_dir.name} (step {s.step})")
-                tracker.log_artifact(run_dir / "loss_curve.png")
-            for path in (last_path, best_path):
+                tracker.log_artifact(ckpt.loss_curve())
+            for path in (ckpt.last, ckpt.best):
                 if path.exists():
                     tracker.log_artifact(path, "checkpoints")
-            checkpoint = last_path if last_path.exists() else checkpoint
+            checkpoint = ckpt.last if ckpt.last.exists() else checkpoint
         elif dist.main and (run_dir / "loss_curve.png").exists():
             tracker.log_artifact(run_dir / "loss_curve.png")
     except BaseException as exc:  # a failure while saving must not hide the original error
@@ -402,7 +349,7 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
     if s.best["value"] is not None:
         last_metrics.update({f"best_{s.best['metric']}": s.best["value"], "best_step": float(s.best["step"])})
     result = life.TrainResult(status=status, step=s.step, epoch=s.epoch, run_dir=run_dir, run_id=run_id, checkpoint=checkpoint,
-                              best_checkpoint=best_path if best_path.exists() else None, metrics=last_metrics)
+                              best_checkpoint=ckpt.best if ckpt.best.exists() else None, metrics=last_metrics)
     if dist.enabled:
         print(f"[rank {dist.rank}] final weights digest {weights_digest(G, D, *([ema] if ema is not None else []))} step {s.step}",
               file=sys.stderr, flush=True)

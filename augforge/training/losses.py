@@ -125,3 +125,14 @@ def update_lecam_anchors(anchors: dict, logit_r: torch.Tensor, logit_f: torch.Te
     anchors["real"] = d * anchors["real"] + (1.0 - d) * mean_r
     anchors["fake"] = d * anchors["fake"] + (1.0 - d) * mean_f
     anchors["updates"] += 1
+
+
+def mode_seeking_penalty(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN's mode-seeking term (Mao et al. 2019), minimised by G: ``1 / (|G(z1) - G(z2)| / |z1 - z2| + eps)``.
+
+    The batch's first and second halves are the pairs (the loop gives each pair one class), so
+    it costs no extra forward pass. Large when different z give the same image: mode collapse.
+    """
+    h = len(fake) // 2
+    ratio = (fake[:h] - fake[h : 2 * h]).abs().mean() / (z[:h] - z[h : 2 * h]).abs().mean()
+    return 1.0 / (ratio + eps)

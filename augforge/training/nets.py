@@ -21,7 +21,7 @@ from augforge.errors import ConfigError
 from augforge.interfaces import Discriminator
 from augforge.model_checks import check_models
 from augforge.training.distributed import Dist, has_unused_params
-from augforge.training.rng import derived_seed
+from augforge.training.rng import derived_seed, preserved_rng
 from augforge.training.schedules import lr_factor
 
 #: columns per row of a sample grid
@@ -61,6 +61,18 @@ class Nets:
         for opt, base in ((self.opt_g, t.lr_g), (self.opt_d, t.lr_d)):
             for group in opt.param_groups:
                 group["lr"] = base * factor
+
+    @torch.no_grad()
+    def sample(self, device) -> torch.Tensor:
+        """The sample grid's images (EMA G when there is one) from the fixed noise, RNG streams untouched."""
+        net = self.ema if self.ema is not None else self.G
+        was_training = net.training
+        net.eval()
+        with preserved_rng(device):
+            imgs = [net(self.fixed_z[i : i + 64].to(device), self.fixed_y[i : i + 64].to(device) if self.fixed_y is not None else None)
+                    .float().cpu() for i in range(0, len(self.fixed_z), 64)]
+        net.train(was_training)
+        return torch.cat(imgs)
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Weights, optimisers, EMA and AMP scalers from a checkpoint (resume)."""

@@ -36,6 +36,7 @@ def _classes(values: tuple[str, ...]) -> list[str]:
 @click.option("--title", default="Real or generated? Skin-lesion images", show_default=True)
 def create_command(real_dir, dataset_name, dataset_root, overrides, gen_dir, onnx_path, per_class, classes, out, seed, size, jpeg_quality, title):
     """Build a blinded study: PER_CLASS real and PER_CLASS generated images of each class."""
+    from augforge.turing import items as turing_items
     from augforge.turing import study as st
 
     if bool(real_dir) == bool(dataset_name):
@@ -45,7 +46,7 @@ def create_command(real_dir, dataset_name, dataset_root, overrides, gen_dir, onn
     if (dataset_root or overrides) and not dataset_name:
         raise ConfigError("--root and --set configure a dataset plugin: use them with --dataset NAME")
     if real_dir:
-        real, real_desc = st.folder_items(real_dir), f"folder {Path(real_dir).resolve()}"
+        real, real_desc = turing_items.folder_items(real_dir), f"folder {Path(real_dir).resolve()}"
     else:
         from augforge import config
 
@@ -54,12 +55,12 @@ def create_command(real_dir, dataset_name, dataset_root, overrides, gen_dir, onn
         if dataset_root:
             sets["dataset.root"] = dataset_root
         cfg = config.resolve(overrides=sets)
-        real = st.dataset_items(cfg)
+        real = turing_items.dataset_items(cfg)
         real_desc = f"dataset {dataset_name} {json.dumps(cfg.dataset, sort_keys=True)}"
     if gen_dir:
-        generated, gen_desc = st.folder_items(gen_dir), f"folder {Path(gen_dir).resolve()}"
+        generated, gen_desc = turing_items.folder_items(gen_dir), f"folder {Path(gen_dir).resolve()}"
     else:
-        generated = st.onnx_items(onnx_path, per_class, seed, _classes(classes))
+        generated = turing_items.onnx_items(onnx_path, per_class, seed, _classes(classes))
         gen_desc = f"onnx {Path(onnx_path).resolve()} (seed {seed})"
     created = st.create_study(
         out, real, generated, per_class=per_class, classes=_classes(classes), seed=seed, size=size,

@@ -58,12 +58,13 @@ def write_generated_folder(root: str | os.PathLike, classes=("mel", "bcc"), n_pe
 def make_study(out: str | os.PathLike, work: str | os.PathLike, per_class: int = 4, classes=("mel", "bcc"), seed: int = 0,
                size: int | None = None, extra: int = 2):
     """Write both folders under ``work`` and a study at ``out``; returns ``study.Created``."""
+    from augforge.turing import items as turing_items
     from augforge.turing import study as st
 
     work = Path(work)
     real = write_real_folder(work / "real", classes, per_class + extra, seed)
     gen = write_generated_folder(work / "generated", classes, per_class + extra, seed)
     return st.create_study(
-        out, st.folder_items(real), st.folder_items(gen), per_class=per_class, classes=classes, seed=seed,
+        out, turing_items.folder_items(real), turing_items.folder_items(gen), per_class=per_class, classes=classes, seed=seed,
         size=size, real_desc=f"folder {real}", generated_desc=f"folder {gen}",
     )

@@ -39,7 +39,7 @@ class ClassificationAccuracyScore(Evaluator):
         self.seeds, self.synthetic_per_class, self.epochs, self.reference = seeds, synthetic_per_class, epochs, reference
 
     def evaluate(self, real_train, generated, real_test, context):
-        from augforge_plugins.metrics import paired_fits
+        from augforge_plugins.augmentation import paired_fits
 
         names = real_train.class_names
         counts = np.bincount(real_train.labels, minlength=len(names))
