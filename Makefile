@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(PY) -m pytest
 
-.PHONY: install system-deps demo test test-slow bench clean team-up team-down docker-config device-check-cpu device-wheels
+.PHONY: install system-deps demo test test-slow docs bench clean team-up team-down docker-config device-check-cpu device-wheels
 
 $(STAMP): pyproject.toml plugins/pyproject.toml runtime/pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +27,10 @@ test: install system-deps
 
 test-slow: install system-deps
 	$(PYTEST) -q -m slow
+
+# The docs site (mkdocs.yml, docs/): warnings are errors.
+docs: install
+	$(VENV)/bin/mkdocs build --strict -d site
 
 bench: install
 	$(PY) benchmarks/run_all.py
