@@ -38,7 +38,7 @@ bench: install
 clean:
 	rm -rf $(VENV) .cache runs
 
-# Team mode without docker: local PostgreSQL + `mlflow server --serve-artifacts` (README "Team mode").
+# Team mode without docker: local PostgreSQL + `mlflow server --serve-artifacts` (docs/team-mode.md).
 team-up: install
 	bash scripts/team-up.sh
 
@@ -49,7 +49,7 @@ team-down:
 docker-config:
 	cd docker && AUGFORGE_ENV_FILE=$${AUGFORGE_ENV_FILE:-env.example} docker-compose -f compose.yaml -f compose.gpu.yaml config -q
 
-# The GPU check (README "GPU") at toy size on this CPU: what the slow test runs.
+# The GPU check (docs/scaling.md, "GPU") at toy size on this CPU: what the slow test runs.
 device-check-cpu: install
 	PYTHON=$(PY) bash scripts/device-check.sh outputs/device-check-cpu --cpu --tiny
 
@@ -60,7 +60,7 @@ DEVICE_PLATFORMS := --platform manylinux2014_x86_64 --platform manylinux_2_17_x8
 device-wheels:
 	rm -rf .device-wheels
 	python3 -m pip download -q --only-binary=:all: --python-version 3.12 $(DEVICE_PLATFORMS) -d .device-wheels optuna mlflow-skinny onnxscript
-	# already on the GPU machine (README "GPU"): do not carry or shadow them
+	# already on the GPU machine (docs/scaling.md, "GPU"): do not carry or shadow them
 	rm -f .device-wheels/numpy-* .device-wheels/onnx-* .device-wheels/sympy-* .device-wheels/mpmath-* \
 	      .device-wheels/click-* .device-wheels/tqdm-*
 	du -sh .device-wheels

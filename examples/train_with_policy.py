@@ -1,7 +1,7 @@
 """Train a lesion classifier on real + synthetic images mixed by a named augmentation policy.
 
 What a downstream user does with a registered generator and the policy measured for it
-(``augforge evaluate --metrics policy-study``): the same ``augforge.evaluation.policies.mix`` the study
+(``augforge evaluate --metrics policy-study``): the same ``augforge_runtime.policies.mix`` the study
 used picks the synthetic images, a plain PyTorch ``DataLoader`` feeds real + synthetic, the
 policy's synthetic loss weight scales their loss, and ``pretrain-synthetic`` policies fine-tune
 on real only afterwards::
@@ -30,7 +30,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_downstream import Augmented, HamFolder, Subset, balanced_accuracy, tiny_cnn  # noqa: E402
 
-from augforge.evaluation.policies import mix, parse_policy  # noqa: E402
+from augforge_runtime.policies import mix, parse_policy  # noqa: E402
 
 
 class Tagged(torch.utils.data.Dataset):

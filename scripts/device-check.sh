@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one command for a borrowed GPU (README "GPU"): environment, throughput, a `modern` run at
+# The one command for a borrowed GPU (docs/scaling.md, "GPU"): environment, throughput, a `modern` run at
 # 64 px, its ONNX generator, resume and DDP checks, a sweep when optuna+mlflow are there.
 #   scripts/device-check.sh OUT_DIR [--cpu --tiny] [--data DIR] [--budget-s 450] [--only a,b]
 # Runs from the repository root without `pip install` (PYTHONPATH=.:plugins; the plugin

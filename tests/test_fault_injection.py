@@ -2,7 +2,7 @@
 tmpfs, mounted when running as root), random damage to checkpoints. Every case must end in a
 clean state: nothing lost that had been reported as saved, every error one line with the fix.
 
-The counts tried here are the figures in README "Reliability".
+The counts tried here are the figures in docs/reliability.md.
 """
 
 from __future__ import annotations

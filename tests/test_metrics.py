@@ -5,6 +5,7 @@ import pytest
 from scipy import linalg
 
 from augforge_plugins import measures as M
+from augforge_plugins import privacy
 
 
 def _spd(rng, d):
@@ -217,13 +218,13 @@ def test_near_copy_mask_flags_planted_copies():
     copies[0] = np.clip(copies[0].astype(int) + rng.integers(-4, 5, copies[0].shape), 0, 255)  # JPEG-like noise
     copies[1] = copies[1][:, ::-1][:, ::-1]  # identical
     generated = np.concatenate([fresh, copies])
-    mask = M.near_copy_mask(generated, train, baseline=held_out)
+    mask = privacy.near_copy_mask(generated, train, baseline=held_out)
     assert mask[-3:].all()
     assert not mask[:-3].any()
     # an explicit threshold works without a baseline
-    assert M.near_copy_mask(generated, train, threshold=0.02)[-3:].all()
+    assert privacy.near_copy_mask(generated, train, threshold=0.02)[-3:].all()
     with pytest.raises(ValueError, match="threshold or real held-out"):
-        M.near_copy_mask(generated, train)
+        privacy.near_copy_mask(generated, train)
 
 
 def test_nearest_neighbours_skip_the_same_lesion():

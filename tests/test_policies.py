@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from augforge.evaluation.policies import Policy, PolicyError, describe, mix, parse_policy, sample_weights
+from augforge_runtime.policies import Policy, PolicyError, describe, mix, parse_policy, sample_weights
 
 REAL = np.array([100, 40, 7, 0, 25])  # imbalanced, with an empty class
 
@@ -116,6 +116,6 @@ def test_weights_and_description():
 
 
 def test_policies_module_does_not_import_torch():
-    code = "import sys, augforge.evaluation.policies; print('torch' in sys.modules)"
+    code = "import sys, augforge_runtime.policies; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"

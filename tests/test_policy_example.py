@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from augforge.export.generate import generate_images
-from augforge.evaluation.policies import parse_policy
+from augforge_runtime.policies import parse_policy
 
 
 @pytest.fixture

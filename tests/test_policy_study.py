@@ -8,7 +8,7 @@ from augforge import config, registry
 
 from augforge import evaluation as evaluate
 from augforge.interfaces import ImageSet
-from augforge.evaluation.policies import mix, parse_policy
+from augforge_runtime.policies import mix, parse_policy
 
 FAKE = {
     "data.name": "fake-blobs", "dataset.n_per_class": "40", "dataset.size": "32", "data.image_size": "16",
@@ -66,7 +66,7 @@ def test_policy_study_mechanics(sets, monkeypatch):
     assert [c for c, _ in calls] == [np.ceil(2 * need).astype(int).tolist()]
     for p in ev.policies:
         assert (runs[runs.policy == str(p)].synthetic == p.synthetic_counts(counts).sum()).all()
-    # the study trains on exactly the set augforge.evaluation.policies.mix gives a downstream trainer
+    # the study trains on exactly the set augforge_runtime.policies.mix gives a downstream trainer
     pool = calls[0][1]
     unfiltered = [p for p in ev.policies if not p.filtered and not p.two_stage]
     fits = iter(trained)

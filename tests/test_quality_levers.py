@@ -318,3 +318,16 @@ def test_mode_seeking_training_logs_the_term_and_resumes_bitwise(tmp_path, fakes
         assert torch.equal(x, b["generator"]["state"][name]), name
     with pytest.raises(ConfigError, match="train.ms_weight=-1.0 must be >= 0"):
         run(fake_cfg(tmp_path, train__ms_weight=-1.0))
+
+
+def test_template_share_is_one_for_copies_and_low_for_varied_images():
+    from augforge_plugins.artefacts import template_share
+
+    rng = np.random.default_rng(0)
+    one = rng.integers(0, 256, (1, 16, 16, 3)).astype(np.uint8)
+    copies = np.repeat(one, 10, axis=0)
+    varied = rng.integers(0, 256, (10, 16, 16, 3)).astype(np.uint8)
+    labels = np.zeros(10, int)
+    assert template_share(copies, labels) == pytest.approx(1.0)
+    assert template_share(varied, labels) < 0.2
+    assert np.isnan(template_share(varied[:3], labels[:3]))  # too few images of the class to say

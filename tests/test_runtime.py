@@ -169,6 +169,33 @@ def test_mix_at_a_ratio(onnx_files):
         mix(real, synth, ratio=-1)
 
 
+def test_mix_by_policy_is_the_set_the_policy_study_measured(onnx_files):
+    from augforge_runtime import policies
+
+    real_labels = [0] * 12 + [1] * 4 + [2] * 2  # nv, mel, bcc: imbalanced like HAM10000
+    real = [(np.full((16, 16, 3), i, np.uint8), lbl) for i, lbl in enumerate(real_labels)]
+    synth = SyntheticLesions(onnx_files["cond"], per_class=12, seed=0)
+    for policy in ("balanced", "ratio:0.5", "top-up:6", "pretrain-synthetic:ratio:1"):
+        m = mix(real, synth, policy=policy, seed=3, real_labels=real_labels, class_names=["nv", "mel", "bcc"])
+        want = policies.mix(real_labels, synth.labels, policy, seed=3, num_classes=3)  # what the evaluator mixes
+        assert np.array_equal(m.synthetic_indices, want), policy
+        counts = np.bincount(synth.labels[want], minlength=3)
+        assert list(counts) == list(policies.parse_policy(policy).synthetic_counts(np.bincount(real_labels, minlength=3)))
+    assert list(np.bincount(synth.labels[mix(real, synth, policy="balanced", seed=0, real_labels=real_labels,
+                                              class_names=["nv", "mel", "bcc"]).synthetic_indices], minlength=3)) == [0, 8, 10]
+    scores = np.arange(len(synth), dtype=float)  # filtered: the highest scores of each class
+    m = mix(real, synth, policy="top-up:6:filtered", seed=0, real_labels=real_labels, scores=scores, class_names=["nv", "mel", "bcc"])
+    assert list(m.synthetic_indices) == [22, 23, 32, 33, 34, 35]
+    weighted = mix(real, synth, policy="ratio:0.5:weight=0.25", seed=0, real_labels=real_labels, class_names=["nv", "mel", "bcc"])
+    assert {weighted.weight(i) for i in range(len(weighted))} == {1.0, 0.25}
+    with pytest.raises(RuntimeModelError, match="needs the real labels: pass real_labels"):
+        mix(real, synth, policy="balanced", class_names=["nv", "mel", "bcc"])
+    with pytest.raises(RuntimeModelError, match="give exactly one of ratio=R"):
+        mix(real, synth, ratio=0.5, policy="balanced")
+    with pytest.raises(RuntimeModelError, match="is filtered: pass the synthetic images' scores"):
+        mix(real, synth, policy="balanced:filtered", real_labels=real_labels, class_names=["nv", "mel", "bcc"])
+
+
 @pytest.mark.slow
 def test_downstream_example_trains_on_mixed_data(onnx_files, tmp_path):
     """examples/train_downstream.py: albumentations + a tiny CNN on real images mixed with synthetic ones."""

@@ -73,7 +73,7 @@ def canonical_class(value: object) -> str | None:
 
 
 def valid_labels_hint() -> str:
-    return f"valid: {', '.join(CLASS_NAMES)} (or a synonym listed in augforge.data.SYNONYMS / README 'Data')"
+    return f"valid: {', '.join(CLASS_NAMES)} (or a synonym listed in augforge.data.SYNONYMS / docs/data.md)"
 
 
 def records_labels_hint(labels) -> str:

@@ -1,1 +1,1 @@
-"""Device readiness: the GPU check script's checks, benchmarks and report (README "GPU")."""
+"""Device readiness: the GPU check script's checks, benchmarks and report (docs/scaling.md, "GPU")."""

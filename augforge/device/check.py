@@ -1,4 +1,4 @@
-"""One prepared command for a borrowed GPU (README "GPU"): evidence in under 8 minutes.
+"""One prepared command for a borrowed GPU (docs/scaling.md, "GPU"): evidence in under 8 minutes.
 
     scripts/device-check.sh OUT [--cpu --tiny] [--data DIR] [--budget-s 450] [--only a,b] [--cap-scale 1]
 

@@ -117,7 +117,7 @@ def novelty(generated: np.ndarray, train: np.ndarray, *, threshold: float | None
     near-copy threshold is given or, as in ``augforge generate --drop-near-copies``, the
     ``quantile`` of real held-out (``baseline``) lesions' distances to the training set.
     """
-    from augforge.evaluation import _metric_function
+    from augforge.evaluation.run import _metric_function
 
     if threshold is None and baseline is None:
         raise FilterError("novelty needs a near-copy threshold or real held-out baseline images")

@@ -1,4 +1,14 @@
-"""`blockiness`: a pixel-space test for the block (chequerboard) artefacts of upsampling GANs.
+"""Pixel-space artefact tests, cheap enough for every in-training evaluation.
+
+`template-share` — how much of a class's images is one shared picture. The mean image of a
+class holds what every sample has in common; its spatial variance over the samples' own
+variance is the share of the picture that does not change with z. Real lesions share a
+centred blob (measured on the shared 64-px HAM10000 sample: 0.39 for nv, 0.13 for bcc);
+a mode-seeking generator that paints one template per class — the diamond lattice of the
+`modern-cpu` race winner scored 0.61 / 0.42 — scores higher. Reported with the real held-out
+baseline and their ratio (1 = as varied as real lesions).
+
+`blockiness` — the block (chequerboard) artefacts of upsampling GANs.
 
 A generator that doubles its maps with nearest-neighbour upsampling can tile its images with
 constant blocks of 2**k pixels. The test: the mean absolute horizontal step between
@@ -52,6 +62,35 @@ class Blockiness(Evaluator):
         return EvalResult(metrics)
 
 
+def template_share(images: np.ndarray, labels, min_per_class: int = 8) -> float:
+    """Mean over classes of var(class-mean image) / mean var(image), spatial variances per channel."""
+    shares = []
+    for c in np.unique(labels):
+        x = images[np.asarray(labels) == c].astype(np.float32)
+        if len(x) < min_per_class:
+            continue
+        m = x.mean(0)
+        shared = ((m - m.mean(axis=(0, 1))) ** 2).mean()
+        own = ((x - x.mean(axis=(1, 2), keepdims=True)) ** 2).mean()
+        shares.append(shared / max(own, 1e-12))
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+class TemplateShare(Evaluator):
+    name = "template-share"
+    description = "share of a class's pixel variance that every sample has in common (1 / n of real = as varied as real)"
+    objective = "template_share_ratio"
+    direction = "minimize"
+
+    def evaluate(self, real_train, generated, real_test, context):
+        gen = template_share(generated.images, generated.labels)
+        metrics = {"template_share": gen}
+        if len(real_test):
+            real = template_share(real_test.images, real_test.labels)
+            metrics.update(template_share_real=real, template_share_ratio=gen / real if real > 0 else float("nan"))
+        return EvalResult(metrics)
+
+
 @hookimpl
 def augforge_register_evaluators():
-    return [Blockiness]
+    return [Blockiness, TemplateShare]

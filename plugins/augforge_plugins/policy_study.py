@@ -1,7 +1,7 @@
-"""Policy study: which augmentation policy (``augforge.evaluation.policies``) helps a classifier, measured.
+"""Policy study: which augmentation policy (``augforge_runtime.policies``) helps a classifier, measured.
 
 For one generator, every policy of a small grid mixes synthetic images into the real training
-split (``augforge.evaluation.policies.mix``: the same set a downstream trainer gets for that policy and
+split (``augforge_runtime.policies.mix``: the same set a downstream trainer gets for that policy and
 seed), trains augmentation-gain's classifier recipe on it for each seed, and scores it on the
 lesion-grouped val and test splits, paired with a real-only run from the same initial weights.
 The best policy is chosen on **val** only; its **test** gain is reported with mean +- std over
@@ -69,7 +69,7 @@ class PolicyStudy(Evaluator):
 
     def __init__(self, *, policies: list[str] = DEFAULT_POLICIES, seeds: int = 3, epochs: int = 0, filter_pool: float = 2.0):
         """``filter_pool``: synthetic draws per needed image, so filtered policies have a choice."""
-        from augforge.evaluation.policies import parse_policy
+        from augforge_runtime.policies import parse_policy
 
         self.policies = [parse_policy(p) for p in policies]
         if len(self.policies) < 2 or len({str(p) for p in self.policies}) != len(self.policies):
@@ -114,7 +114,7 @@ class PolicyStudy(Evaluator):
                 **{f"recall_{n}": test[f"recall_{n}"] for n in names}}
 
     def evaluate(self, real_train, generated, real_test, context):
-        from augforge.evaluation.policies import mix
+        from augforge_runtime.policies import mix
 
         if context.real_val is None:
             raise ValueError("policy-study chooses a policy on the val split: the evaluation context has no real_val")

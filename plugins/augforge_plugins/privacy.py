@@ -6,7 +6,54 @@ import numpy as np
 import pandas as pd
 
 from augforge.interfaces import EvalResult, Evaluator
-from augforge_plugins.measures import copy_threshold, nearest_neighbours, pixel_vectors
+from augforge_plugins.measures import nearest_neighbours, pixel_vectors
+
+
+def copy_threshold(baseline_distances: np.ndarray, quantile: float = 0.01) -> float:
+    """The distance below which a generated image counts as a near-copy: the ``quantile`` of
+    real held-out images' nearest-training-image distances."""
+    d = np.asarray(baseline_distances)
+    return float(np.quantile(d[np.isfinite(d)], quantile))
+
+
+def near_copy_mask(
+    generated: np.ndarray,
+    train: np.ndarray,
+    threshold: float | None = None,
+    *,
+    baseline: np.ndarray | None = None,
+    baseline_groups=None,
+    train_groups=None,
+    quantile: float = 0.01,
+    size: int = 32,
+) -> np.ndarray:
+    """True for each generated image (``uint8[N, H, W, 3]``) that is a near-copy of a training
+    image in pixel space.
+
+    The threshold is either given (an RMS pixel distance in [0, 1]) or taken from real
+    held-out images (``baseline``): the ``quantile`` of their nearest-training-image
+    distances, so a generated image is flagged when it is closer to the training set than
+    99% (by default) of genuinely new lesions are. ``augforge generate --drop-near-copies``
+    uses this.
+    """
+    d, threshold = near_copy_distances(generated, train, threshold, baseline=baseline, baseline_groups=baseline_groups,
+                                       train_groups=train_groups, quantile=quantile, size=size)
+    return d < threshold
+
+
+def near_copy_distances(generated, train, threshold=None, *, baseline=None, baseline_groups=None, train_groups=None,
+                        quantile: float = 0.01, size: int = 32) -> tuple[np.ndarray, float]:
+    """``(distance float[N], threshold)``: each generated image's RMS pixel distance to its
+    nearest training image, and the near-copy threshold (given, or from ``baseline`` as
+    ``near_copy_mask`` explains). ``near_copy_mask`` and the novelty filter share it."""
+    tr = pixel_vectors(train, size)
+    if threshold is None:
+        if baseline is None:
+            raise ValueError("a near-copy check needs a threshold or real held-out baseline images")
+        base_d, _ = nearest_neighbours(pixel_vectors(baseline, size), tr, query_groups=baseline_groups, ref_groups=train_groups)
+        threshold = copy_threshold(base_d, quantile)
+    d, _ = nearest_neighbours(pixel_vectors(generated, size), tr)
+    return d, float(threshold)
 
 
 def _pairs_sheet(gen_images, train_images, order, gen_idx_nn, dists, n_pairs: int = 24) -> np.ndarray:

@@ -14,7 +14,7 @@
 
 Widths: ``channels`` at the image resolution, doubling per halving of the side up to 8x
 (like DCGAN), e.g. 64 px with channels=32: G 4x4:256 -> 8:128 -> 16:64 -> 32:32 -> 64:32.
-Defaults are sized for a CPU (see README "Models and presets" for timings); raise
+Defaults are sized for a CPU (see docs/models.md for timings); raise
 ``channels`` on a GPU.
 """
 

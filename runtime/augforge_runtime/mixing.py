@@ -13,14 +13,14 @@ from augforge_runtime.errors import RuntimeModelError
 class Mixed:
     """Real and synthetic items interleaved in a seeded order; ``is_synthetic(i)`` says which."""
 
-    def __init__(self, real, synthetic, n_synthetic: int, seed: int):
-        self.real, self.synthetic = real, synthetic
-        rng = np.random.default_rng(seed)
-        synth_items = rng.choice(len(synthetic), size=n_synthetic, replace=False) if n_synthetic else np.zeros(0, np.int64)
+    def __init__(self, real, synthetic, synth_items: np.ndarray, rng: np.random.Generator, policy=None):
+        self.real, self.synthetic, self.policy = real, synthetic, policy
+        #: indices into ``synthetic`` that joined, sorted (what ``augforge_runtime.policies.mix`` returns)
+        self.synthetic_indices = np.sort(np.asarray(synth_items, np.int64))
         # (source, index) pairs: source 0 = real, 1 = synthetic; one seeded shuffle of both
         self._items = np.concatenate([
             np.stack([np.zeros(len(real), np.int64), np.arange(len(real))], 1),
-            np.stack([np.ones(n_synthetic, np.int64), synth_items.astype(np.int64)], 1),
+            np.stack([np.ones(len(synth_items), np.int64), np.asarray(synth_items, np.int64)], 1),
         ])
         self._items = self._items[rng.permutation(len(self._items))]
 
@@ -49,6 +49,10 @@ class Mixed:
     @property
     def n_synthetic(self) -> int:
         return int(self._items[:, 0].sum())
+
+    def weight(self, i: int) -> float:
+        """Loss weight of item ``i``: 1 for real items, the policy's synthetic weight (``:weight=W``) else."""
+        return float(self.policy.synthetic_weight) if self.policy is not None and self.is_synthetic(i) else 1.0
 
 
 def _vocabulary(real_dataset, class_names) -> list[str] | None:
@@ -96,13 +100,21 @@ def _shape(item) -> tuple | None:
     return tuple(shape) if shape is not None else None
 
 
-def mix(real_dataset, synthetic: SyntheticLesions, ratio: float, seed: int = 0,
-        class_names: Sequence[str] | None = None) -> Mixed:
-    """Every item of ``real_dataset`` plus ``round(ratio * len(real_dataset))`` synthetic items.
+def mix(real_dataset, synthetic: SyntheticLesions, ratio: float | None = None, seed: int = 0,
+        class_names: Sequence[str] | None = None, *, policy=None, real_labels=None, scores=None) -> Mixed:
+    """Every item of ``real_dataset`` plus synthetic items chosen by ``ratio`` or by ``policy``.
 
     ``ratio`` is synthetic items per real item (0.5: one synthetic image for every two real
     ones), drawn without replacement from ``synthetic`` and shuffled in with the real items,
-    both by ``seed``. Checked before anything is mixed:
+    both by ``seed``. ``policy`` (``"ratio:0.5"``, ``"balanced:filtered"``, a ``Policy``; see
+    ``augforge_runtime.policies``) chooses per class exactly as ``augforge evaluate`` 's
+    policy study measured it, for the same seed: it needs the real labels (``real_labels``, else
+    ``real_dataset.targets`` / ``.labels``, ids in the vocabulary below) and, for a filtered
+    policy, one score per synthetic item (``scores``, e.g. ``score_rank`` from the
+    ``metadata.csv`` of ``augforge generate --filter``). A two-stage policy
+    (``pretrain-synthetic:...``) gives the first stage's set; fine-tune on ``real_dataset``
+    alone afterwards. ``Mixed.weight(i)`` is the policy's loss weight of an item. Checked
+    before anything is mixed:
 
     - labels: the real vocabulary is ``class_names``, else ``real_dataset.class_names`` or
       ``.classes``; each synthetic class must carry its id there (build the sampler with
@@ -110,16 +122,32 @@ def mix(real_dataset, synthetic: SyntheticLesions, ratio: float, seed: int = 0,
     - sizes: the first real and synthetic items must have the same image shape (set the
       sampler's ``transform``/``output`` to produce what the real dataset produces).
     """
-    if not np.isfinite(ratio) or ratio < 0:
-        raise RuntimeModelError(f"ratio must be a number >= 0 (synthetic items per real item), got {ratio}")
-    n = int(round(ratio * len(real_dataset)))
-    if n > len(synthetic):
-        raise RuntimeModelError(
-            f"ratio {ratio} needs {n} synthetic items but the sampler holds {len(synthetic)}; "
-            f"make it larger (per_class/counts) or lower the ratio"
-        )
-    check_labels_agree(synthetic, _vocabulary(real_dataset, class_names))
-    if n and len(real_dataset):
+    if (ratio is None) == (policy is None):
+        raise RuntimeModelError("give exactly one of ratio=R (synthetic items per real item) or policy='ratio:0.5' etc.")
+    vocabulary = _vocabulary(real_dataset, class_names)
+    check_labels_agree(synthetic, vocabulary)
+    rng = np.random.default_rng(seed)
+    if policy is not None:
+        from augforge_runtime.policies import mix as choose, parse_policy
+
+        policy = parse_policy(policy)
+        labels = real_labels if real_labels is not None else getattr(real_dataset, "targets", getattr(real_dataset, "labels", None))
+        if labels is None or len(labels) != len(real_dataset):
+            raise RuntimeModelError(f"policy {policy} needs the real labels: pass real_labels=[one int per real item] "
+                                    f"(got {'none' if labels is None else f'{len(labels)} for {len(real_dataset)} items'})")
+        n_classes = len(vocabulary) if vocabulary is not None else None
+        items = choose(labels, synthetic.labels, policy, seed=seed, scores=scores, num_classes=n_classes)
+    else:
+        if not np.isfinite(ratio) or ratio < 0:
+            raise RuntimeModelError(f"ratio must be a number >= 0 (synthetic items per real item), got {ratio}")
+        n = int(round(ratio * len(real_dataset)))
+        if n > len(synthetic):
+            raise RuntimeModelError(
+                f"ratio {ratio} needs {n} synthetic items but the sampler holds {len(synthetic)}; "
+                f"make it larger (per_class/counts) or lower the ratio"
+            )
+        items = rng.choice(len(synthetic), size=n, replace=False) if n else np.zeros(0, np.int64)
+    if len(items) and len(real_dataset):
         real_shape, synth_shape = _shape(real_dataset[0]), _shape(synthetic[0])
         if real_shape is not None and synth_shape is not None and real_shape != synth_shape:
             raise RuntimeModelError(
@@ -127,4 +155,4 @@ def mix(real_dataset, synthetic: SyntheticLesions, ratio: float, seed: int = 0,
                 f"(generator makes {synthetic.image_shape[0]} px); give the sampler a transform that resizes, "
                 f"or export a generator trained at the real size"
             )
-    return Mixed(real_dataset, synthetic, n, seed)
+    return Mixed(real_dataset, synthetic, items, rng, policy)

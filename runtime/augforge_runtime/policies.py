@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from augforge_runtime.errors import RuntimeModelError
+
 KINDS = ("top-up", "ratio", "balanced")
 #: ``ratio:R`` never lifts a class above the largest class's real count: synthetic images for
 #: the majority class would only deepen the imbalance the classifier is fighting
@@ -36,7 +38,7 @@ FORMS = (
 )
 
 
-class PolicyError(ValueError):
+class PolicyError(RuntimeModelError):
     """A policy string or its inputs cannot be used as given."""
 
 
