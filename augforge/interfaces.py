@@ -213,6 +213,9 @@ class EvalResult:
     figures: dict[str, np.ndarray] = field(default_factory=dict)
     #: name -> table (CSV written by the core)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: short facts for the tracked run, e.g. a recommendation (tagged ``augforge.eval.<name>`` by the core;
+    #: ``recommended_*`` tags travel on to the registered model version at ``augforge export --register``)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 class Evaluator:

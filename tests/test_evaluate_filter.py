@@ -75,3 +75,43 @@ def test_cli_evaluate_filtered_samples_keeps_n_per_class_and_says_so(fakes, tmp_
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--checkpoint", str(ckpt), "--filter", "sharpness", "--no-track"])
     assert exc.value.code != 0
+
+
+def test_evaluator_tags_reach_the_tracked_run(fakes, tmp_path, monkeypatch):
+    """EvalResult.tags (e.g. the policy study's recommended policy) are tagged augforge.eval.<name> on the run."""
+    import mlflow
+
+    from augforge import plugins
+    from augforge.evaluation import evaluate_checkpoint
+    from augforge.interfaces import EvalResult, Evaluator
+    from augforge.plugins import hookimpl
+    from augforge.tracking import MlflowTracker
+
+    class Recommends(Evaluator):
+        name = "recommends"
+        objective = "recommends_score"
+
+        def evaluate(self, real_train, generated, real_test, context):
+            return EvalResult({"recommends_score": 1.0}, tags={"recommended_policy": "balanced:filtered"})
+
+    class Plugin:
+        @hookimpl
+        def augforge_register_evaluators(self):
+            return [Recommends]
+
+    cls = registry.get("classifier", "paper-b-cnn")
+    monkeypatch.setattr(cls, "recipe", {**cls.recipe, "epochs": 1, "batch_size": 16, "patience": 1, "epoch_size": 0})
+    cfg = config.resolve(overrides=FAKE)
+    tracker = MlflowTracker("", "augforge").start(run_name="training")
+    run_id = tracker.run_id
+    tracker.end("FINISHED")
+    g = registry.build("generator", "fake", image_size=16, num_classes=2, latent_dim=8)
+    ckpt = save_checkpoint(tmp_path / "last.pt", {
+        "config": cfg.to_dict(), "class_names": ["nv", "mel"], "image_size": 16, "latent_dim": 8, "run_id": run_id, "step": 1,
+        "epoch": 1, "generator": {"name": "fake", "config": g.config, "state": g.state_dict()}, "g_ema": None})
+    plugins.register(Plugin(), name="recommends")
+    try:
+        evaluate_checkpoint(ckpt, metrics=["recommends"], n_per_class=4)
+    finally:
+        plugins.get_plugin_manager().unregister(name="recommends")
+    assert mlflow.MlflowClient().get_run(run_id).data.tags["augforge.eval.recommended_policy"] == "balanced:filtered"

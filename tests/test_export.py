@@ -269,6 +269,8 @@ def test_register_into_a_finished_run_keeps_its_status(fakes, tmp_path):
     tracker = MlflowTracker("", "augforge").start(run_name="training")
     run_id = tracker.run_id
     tracker.log_metrics({"eval/kid": 0.0123, "loss_g": 1.5})
+    # what `augforge evaluate --metrics policy-study` tags on the training run (EvalResult.tags)
+    tracker.set_tags({"augforge.eval.recommended_policy": "ratio:0.5:filtered", "augforge.eval.recommended_policy_evidence": "gain +0.02"})
     tracker.end("KILLED")
     path = export_onnx(_fake(fakes), tmp_path / "g.onnx", {"class_names": CLASSES, "training_run_id": run_id},
                        exporter="torchscript")
@@ -280,3 +282,6 @@ def test_register_into_a_finished_run_keeps_its_status(fakes, tmp_path):
     assert "Evaluation: eval/kid 0.0123." in mv.description and "z ~ N(0, 1)" in mv.description
     assert mv.tags["metric.eval/kid"] == "0.0123" and "metric.loss_g" not in mv.tags
     assert "augforge.config" not in mv.tags
+    # models:/...@champion comes with the augmentation policy measured for it
+    assert mv.tags["augforge.recommended_policy"] == "ratio:0.5:filtered"
+    assert mv.tags["augforge.recommended_policy_evidence"] == "gain +0.02"

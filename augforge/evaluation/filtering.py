@@ -109,6 +109,17 @@ def select(labels, scores: dict[str, np.ndarray], *, keep: float | None = None, 
 # Scorers (torch and the metrics plugin are imported only here)
 
 
+def privacy_function(name: str):
+    """A pure function of the module that registers the ``memorization`` evaluator (the near-copy
+    test lives with it); the core finds it through the registry, never by a plugin module's name."""
+    import sys
+
+    from augforge import registry
+
+    cls = registry.get("evaluator", "memorization")
+    return getattr(sys.modules[cls.__module__], name)
+
+
 def novelty(generated: np.ndarray, train: np.ndarray, *, threshold: float | None = None, baseline: np.ndarray | None = None,
             baseline_groups=None, train_groups=None, quantile: float = 0.01, size: int = 32):
     """``(distance float[N], near_copy bool[N], threshold)`` for ``uint8[N, H, W, 3]`` images.
@@ -117,11 +128,9 @@ def novelty(generated: np.ndarray, train: np.ndarray, *, threshold: float | None
     near-copy threshold is given or, as in ``augforge generate --drop-near-copies``, the
     ``quantile`` of real held-out (``baseline``) lesions' distances to the training set.
     """
-    from augforge.evaluation.run import _metric_function
-
     if threshold is None and baseline is None:
         raise FilterError("novelty needs a near-copy threshold or real held-out baseline images")
-    d, threshold = _metric_function("near_copy_distances")(
+    d, threshold = privacy_function("near_copy_distances")(
         generated, train, threshold, baseline=baseline, baseline_groups=baseline_groups, train_groups=train_groups,
         quantile=quantile, size=size)
     return d, d < threshold, threshold

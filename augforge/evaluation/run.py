@@ -11,9 +11,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from augforge import registry
 from augforge.evaluation.classify import predict_proba, resolve_device
 from augforge.errors import EvaluationError
+from augforge.evaluation.filtering import privacy_function
 from augforge.interfaces import EvalResult
 from augforge.evaluation.context import EvalContext, run_evaluators, select_evaluators
 from augforge.evaluation.detector import DEFAULT_CLASSIFIER, get_detector, load_data, split_sets
@@ -108,8 +108,10 @@ def evaluate_generator(
     results = run_evaluators(evaluators, sets["train"], generated, sets["test"], ctx,
                              progress=lambda n, r: say(f"{n}: " + ", ".join(f"{k}={v:.4g}" for k, v in list(r.metrics.items())[:6])))
     flat: dict[str, float] = {}
+    eval_tags: dict[str, str] = {}
     for res in results.values():
         flat.update(res.metrics)
+        eval_tags.update({f"augforge.eval.{k}": str(v)[:5000] for k, v in getattr(res, "tags", {}).items()})
     flat.update({f"detector_{k}": float(v) for k, v in info["metrics"].items()})
     if filters:
         flat.update({f"filter_{k}": float(v) for k, v in filter_notes.items()})
@@ -131,7 +133,7 @@ def evaluate_generator(
     if tracker is not None:
         tracker.log_metrics({f"eval/{k}": v for k, v in flat.items()}, step=source.get("step"))
         tracker.set_tags({"augforge.eval.metrics": ",".join(results), "augforge.eval.jpeg_quality": str(jpeg_quality or "none"),
-                          "augforge.eval.filter": f"{','.join(filters)} keep {keep}" if filters else "none"})
+                          "augforge.eval.filter": f"{','.join(filters)} keep {keep}" if filters else "none", **eval_tags})
         if out_dir is not None:
             tracker.log_artifact(out_dir, f"evaluation/{Path(out_dir).name}")
         run_id = tracker.run_id
@@ -278,17 +280,8 @@ def evaluate_onnx(path, **kwargs) -> dict[str, float]:
 def near_copy_mask_for(cfg, images: np.ndarray, *, quantile: float = 0.01) -> np.ndarray:
     """True for each image (``uint8[N, H, W, 3]``, the config's image size) closer in pixel
     space to a training image of ``cfg``'s split than ``quantile`` of real held-out lesions are."""
-    near_copy_mask = _metric_function("near_copy_mask")
+    near_copy_mask = privacy_function("near_copy_mask")
     arrays, splits = load_data(cfg)
     sets = split_sets(arrays, splits, ("train", "test"))
     return near_copy_mask(images, sets["train"].images, baseline=sets["test"].images,
                           baseline_groups=sets["test"].groups, train_groups=sets["train"].groups, quantile=quantile)
-
-
-def _metric_function(name: str):
-    """A pure function from the module that registers the ``memorization`` evaluator (the core
-    does not import plugin modules by name)."""
-    import sys
-
-    cls = registry.get("evaluator", "memorization")
-    return getattr(sys.modules[cls.__module__], name)

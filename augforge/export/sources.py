@@ -129,12 +129,27 @@ def _mkdir(p: Path) -> Path:
     return p
 
 
+def recommendations(client, run_id: str | None) -> dict[str, str]:
+    """The training run's ``augforge.eval.recommended_*`` tags (e.g. the policy study's chosen
+    augmentation policy), renamed ``augforge.recommended_*`` for its model version."""
+    if not run_id:
+        return {}
+    try:
+        run_tags = client.get_run(run_id).data.tags
+    except Exception:  # a file exported elsewhere: its training run is not in this store
+        return {}
+    prefix = "augforge.eval.recommended_"
+    return {"augforge.recommended_" + k[len(prefix):]: v for k, v in run_tags.items() if k.startswith(prefix)}
+
+
 def register_onnx(onnx_path: str | os.PathLike, name: str, *, alias: str = DEFAULT_ALIAS, run_id: str | None = None,
                   tracking_uri: str | None = None, tags: dict[str, str] | None = None):
     """Log ``onnx_path`` as an MLflow ONNX model, register it as ``name`` and point ``alias`` at it.
 
     Logged into ``run_id`` (or the active run). The version carries the file's metadata as tags
-    (``augforge.training_run_id`` ...); returns the ``ModelVersion``. ``models:/NAME@ALIAS``
+    (``augforge.training_run_id`` ...) and the training run's recommendations
+    (``augforge.recommended_policy``: what ``augforge evaluate --metrics policy-study`` chose);
+    returns the ``ModelVersion``. ``models:/NAME@ALIAS``
     then resolves to this file (``resolve_onnx``).
     """
     import mlflow
@@ -178,7 +193,8 @@ def register_onnx(onnx_path: str | os.PathLike, name: str, *, alias: str = DEFAU
             tracker.end()
     version = str(info.registered_model_version)
     # the full run config stays in the file (and the run); a tag of it only crowds the UI
-    version_tags = {f"augforge.{k}": v[:5000] for k, v in meta.items() if k != "config"} | (tags or {})
+    version_tags = {f"augforge.{k}": v[:5000] for k, v in meta.items() if k != "config"}
+    version_tags |= recommendations(client, meta.get("training_run_id") or run_id) | (tags or {})
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
     from augforge.tracking import describe_model_version

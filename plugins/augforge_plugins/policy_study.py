@@ -161,7 +161,10 @@ class PolicyStudy(Evaluator):
             metrics[f"policy_study_{i}_val_gain"] = float(row.val_gain_mean)
             metrics[f"policy_study_{i}_test_gain"] = float(row.test_gain_mean)
         recall = per_seed[[f"recall_{n}" for n in names]].mean().rename(lambda c: c[7:]).rename("recall_delta")
+        gain = (f"test balanced-accuracy gain {metrics['policy_study_gain']:+.3f} +- {metrics['policy_study_gain_std']:.3f} "
+                f"over {self.seeds} seeds, paired 95% CI [{low:+.3f}, {high:+.3f}]; chosen on val among {', '.join(order)}")
         return EvalResult(metrics, figures={"policy_study_gain": gain_chart(table, chosen)},
+                          tags={"recommended_policy": chosen, "recommended_policy_evidence": gain},
                           tables={"policy_study": table, "policy_study_runs": runs,
                                   "policy_study_recall_delta": recall.rename_axis("class").reset_index()})
 
