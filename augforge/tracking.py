@@ -32,7 +32,7 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 SPLITS_FILE = "splits.csv"  # written by every training run: image_id, label, group, split
 SPLIT_CONTEXT = {"train": "training", "val": "validation", "test": "test"}
 #: metrics quoted in a finished run's description, when it has them
-HEADLINE = ("best_kid", "kid", "eval/kid", "eval/fid", "eval/detection_rate", "loss_g", "loss_d")
+HEADLINE = ("val/best_kid", "val/kid", "eval/kid", "eval/fid", "eval/detection_rate", "train/loss_g", "train/loss_d")
 
 
 def default_tracking_uri() -> str:
@@ -232,14 +232,14 @@ def describe_run(params: dict[str, str], metrics: dict[str, float] | None = None
 
 def describe_model_version(client, name: str, version: str, meta: dict[str, str], run_id: str | None = None) -> None:
     """Describe a registered version for the registry UI: what it makes, where it was trained, and
-    its training run's evaluation metrics (``eval/*``, ``best_*``), also set as ``metric.*`` tags."""
+    its training run's evaluation metrics (``eval/*``, ``val/best_*``), also set as ``metric.*`` tags."""
     metrics: dict[str, float] = {}
     if run_id:
         try:
             metrics = client.get_run(run_id).data.metrics
         except Exception:  # the run lives in another store: describe the file alone
             metrics = {}
-    scores = {k: v for k, v in sorted(metrics.items()) if k.startswith(("eval/", "best_"))}
+    scores = {k: v for k, v in sorted(metrics.items()) if k.startswith(("eval/", "val/best_"))}
     for key, value in scores.items():
         client.set_model_version_tag(name, version, f"metric.{key}", f"{value:.6g}")
     classes = ", ".join(json.loads(meta.get("class_names") or "[]")) or "(unconditional)"

@@ -137,8 +137,10 @@ def evaluate(args) -> None:
             print(f"  {name}: evaluation failed:\n{proc.stderr[-2000:]}", flush=True)
 
 
-def _history(client, run_id: str, key: str) -> dict[int, float]:
-    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+def _history(client, run_id: str, key: str, prefix: str = "val/") -> dict[int, float]:
+    """A metric's history by step: ``prefix + key`` (augforge's naming), else the bare key (runs logged before it)."""
+    got = client.get_metric_history(run_id, prefix + key) or client.get_metric_history(run_id, key)
+    return {m.step: m.value for m in got}
 
 
 def report(args) -> dict:
@@ -169,7 +171,7 @@ def report(args) -> dict:
             final = json.loads(metrics_file.read_text())
         kid = series["kid"]
         best_step = min(kid, key=kid.get) if kid else None
-        ips = [m.value for m in client.get_metric_history(rid, "images_per_s")]
+        ips = list(_history(client, rid, "images_per_s", prefix="train/").values())
         batch = int(params.get("train.batch_size", 0) or 0)
         last_step = max(steps) if steps else 0
         rows.append({

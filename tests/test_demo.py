@@ -26,7 +26,7 @@ def test_demo_quick_runs_every_stage(tmp_path, monkeypatch, capsys):
     assert "evaluation report  demo/evaluation/report.md" in out and "mlflow ui --backend-store-uri" in out
     run_id = out.split("MLflow run ")[1].split(",")[0]
     run = mlflow.MlflowClient().get_run(run_id)
-    assert run.info.status == "FINISHED" and "kid" in run.data.metrics
+    assert run.info.status == "FINISHED" and "val/kid" in run.data.metrics and "eval/kid" in run.data.metrics
     # what the MLflow UI shows of it: the experiment `train` uses, the datasets, grids, loss curve,
     # the evaluation report at one level, a description
     client = mlflow.MlflowClient()

@@ -243,7 +243,7 @@ def test_ssl_training_runs_logs_and_resumes_bitwise(tmp_path, fakes):
             logged.update(metrics)
 
     full = run(fake_cfg(tmp_path, **over), tracker=Keep())
-    assert "ssl" in logged and logged["ssl"] > 0
+    assert "train/ssl" in logged and logged["train/ssl"] > 0
     part = run(fake_cfg(tmp_path, **{**over, "train__steps": 3}))
     resumed = run(fake_cfg(tmp_path, **over), resume=part.run_dir)
     a, b = load_checkpoint(full.checkpoint), load_checkpoint(resumed.checkpoint)

@@ -214,7 +214,7 @@ def test_resumed_copy_gets_its_own_tracked_run(tmp_path, fakes):
     assert new.data.tags["run_dir"] == str(copy.resolve())
     after = client.get_run(src.run_id)
     assert after.data.tags["run_dir"] == before.data.tags["run_dir"] == str(src.run_dir.resolve())
-    assert max(m.step for m in client.get_metric_history(src.run_id, "loss_d")) == 2
+    assert max(m.step for m in client.get_metric_history(src.run_id, "train/loss_d")) == 2
     assert load_checkpoint(copy / "checkpoints" / "last.pt")["run_id"] == resumed.run_id
     assert load_checkpoint(src.run_dir / "checkpoints" / "last.pt")["step"] == 2
     # the original, resumed in place, continues its own run; the copy, resumed again, its own

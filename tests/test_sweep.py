@@ -133,7 +133,7 @@ def test_sweep_prunes_records_failures_nests_runs_and_registers(fakes, tmp_path,
         assert run.data.params["train.lr_g"] == str(t.params["train.lr_g"])  # params are the trial's
         if t.state.name == "PRUNED":
             assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "PRUNED"
-            assert len(client.get_metric_history(run.info.run_id, "kid")) >= 1  # per-step metrics kept
+            assert len(client.get_metric_history(run.info.run_id, "val/kid")) >= 1  # per-step metrics kept
         if t.state.name == "FAIL":
             assert run.info.status == "FAILED"
     arts = {a.path for a in client.list_artifacts(res.parent_run_id, "optuna")}

@@ -142,7 +142,7 @@ def test_training_logs_through_the_server(mlflow_server, client_env, postgres_cl
     assert run.info.status == "FINISHED"
     assert run.data.params["train.steps"] == "4" and run.data.params["data.image_size"] == "32"
     assert run.data.params["model.generator"] == "sngan"
-    history = client.get_metric_history(run.info.run_id, "loss_d")
+    history = client.get_metric_history(run.info.run_id, "train/loss_d")
     assert len(history) >= 2 and all(isinstance(m.value, float) for m in history)
 
     files = artifact_paths(client, run.info.run_id)

@@ -18,7 +18,7 @@ from augforge.plugins import hookimpl
 from augforge.config import resolve
 from augforge.tracking import default_tracking_uri
 
-STEP_METRICS = {"loss_g", "loss_d", "d_real", "d_fake", "grad_norm_g", "grad_norm_d", "images_per_s", "data_wait_share"}
+STEP_METRICS = {f"train/{k}" for k in ("loss_g", "loss_d", "d_real", "d_fake", "grad_norm_g", "grad_norm_d", "images_per_s", "data_wait_share")}
 
 
 def artifacts(client, run_id, path=None):
@@ -64,7 +64,7 @@ def test_tracked_run_has_params_tags_metrics_artifacts(tmp_path, fakes, monkeypa
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     note = tags["mlflow.note.content"]
     assert "**fake** on **fake-blobs** at 16 px" in note and "9 steps of 8" in note and "Finished: " in note
-    assert f"loss_g {run.data.metrics['loss_g']:.4g}" in note
+    assert f"train/loss_g {run.data.metrics['train/loss_g']:.4g}" in note
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     splits = pd.read_csv(result.run_dir / "splits.csv")
     assert set(inputs) == {f"fake-blobs-{s}" for s in splits["split"].unique()}
@@ -77,8 +77,9 @@ def test_tracked_run_has_params_tags_metrics_artifacts(tmp_path, fakes, monkeypa
     assert tags["augforge_version"] and tags["run_dir"] == str(result.run_dir.resolve())
     # metrics per log step and per epoch
     assert STEP_METRICS <= set(run.data.metrics)
-    assert [m.step for m in client.get_metric_history(result.run_id, "loss_g")] == [3, 6, 9]
-    assert {"epoch_loss_g", "epoch_loss_d", "epoch"} <= set(run.data.metrics)
+    assert [m.step for m in client.get_metric_history(result.run_id, "train/loss_g")] == [3, 6, 9]
+    assert {"train/epoch_loss_g", "train/epoch_loss_d", "train/epoch"} <= set(run.data.metrics)
+    assert not [k for k in run.data.metrics if "/" not in k]  # one naming scheme: train/..., val/..., eval/..., system/...
     # artifacts: sample grids, loss curve, config, splits, checkpoint
     arts = artifacts(client, result.run_id)
     assert {"config.json", "loss_curve.png", "splits.csv", "checkpoints/last.pt"} <= set(arts)
@@ -104,7 +105,7 @@ def test_resume_continues_the_same_tracked_run(tmp_path, fakes):
     assert again.run_id == first.run_id
     client = mlflow.MlflowClient(default_tracking_uri())
     run = client.get_run(first.run_id)
-    assert [m.step for m in client.get_metric_history(first.run_id, "loss_d")] == [2, 4, 6]
+    assert [m.step for m in client.get_metric_history(first.run_id, "train/loss_d")] == [2, 4, 6]
     assert run.data.params["train.steps"] == "4" and run.data.tags["resume.train.steps"] == "6"
     assert run.data.tags["resumed_at_step"] == "4"
 

@@ -18,7 +18,9 @@ with bitwise the same weights as one that never stopped.
 Generator EMA (``train.ema_decay`` > 0) uses a warm-up: the decay at step ``s`` is
 ``min(ema_decay, (1 + s) / (10 + s))``, so short runs get a useful average too.
 
-Metrics (every ``train.log_every`` steps, means over the window): ``loss_d``, ``loss_g``,
+Metrics, tracked as ``train/<name>`` (the in-training evaluation on the val split as
+``val/<name>``, ``augforge evaluate`` as ``eval/<name>``; ``TrainResult.metrics`` and ``report()``
+get the bare names). Every ``train.log_every`` steps, means over the window: ``loss_d``, ``loss_g``,
 ``d_real`` / ``d_fake`` (mean *raw logits* of D on the real and fake batch — loss-agnostic;
 apply a sigmoid yourself for a BCE probability), ``grad_norm_d`` / ``grad_norm_g`` (global
 L2 norm of the gradients at the log step, before the optimiser step; unscaled under AMP),
@@ -260,7 +262,7 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
                     m["topk_fraction"] = k / t.batch_size
                 if t.lr_decay != "none":
                     m["lr_factor"] = nets.opt_g.param_groups[0]["lr"] / t.lr_g
-                tracker.log_metrics(m, step=s.step)
+                tracker.log_metrics({f"train/{key}": v for key, v in m.items()}, step=s.step)
                 last_metrics.update(m)
                 s.window = new_window()
 
@@ -270,7 +272,7 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
                 s.epoch, s.pos = s.epoch + 1, 0
             while s.ended_epochs:
                 done, em = s.close_epoch()
-                tracker.log_metrics({**em, "epoch": float(done)}, step=s.step)
+                tracker.log_metrics({f"train/{key}": v for key, v in {**em, "epoch": float(done)}.items()}, step=s.step)
                 if dist.main:
                     life.call_hook("augforge_epoch_end", run=info, epoch=done, metrics=dict(em))
                 if t.sample_every == 0 and s.step - s.last_sample >= sample_gap and dist.main:
@@ -292,10 +294,10 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
                     budget.evaluated()
                 if evaluator is not None:
                     em = score(evaluator, ema if ema is not None else G, device, budget)
-                    tracker.log_metrics(em, step=s.step)
+                    tracker.log_metrics({f"val/{key}": v for key, v in em.items()}, step=s.step)
                     last_metrics.update(em)
                     if s.improves(em.get(t.eval_metric), t.eval_metric, direction):
-                        tracker.log_metrics({f"best_{t.eval_metric}": s.best["value"]}, step=s.step)
+                        tracker.log_metrics({f"val/best_{t.eval_metric}": s.best["value"]}, step=s.step)
                 dist.barrier()
                 s.best = dist.broadcast(s.best)
                 if s.best["step"] == s.step:
