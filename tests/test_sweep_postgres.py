@@ -1,5 +1,5 @@
-"""Many workers, one study, PostgreSQL storage: a worker killed mid-trial (SIGKILL) loses
-nothing. Its trial is failed once its heartbeat is older than the grace period, re-queued by
+"""Many workers, one study, on PostgreSQL and on SQLite storage: a worker killed mid-trial
+(SIGKILL) loses nothing. Its trial is failed once its heartbeat is older than the grace period, re-queued by
 RetryHeartbeatStaleTrialCallback, and run by the surviving worker; every trial ends COMPLETE,
 PRUNED or FAIL, none stays RUNNING."""
 
@@ -16,7 +16,7 @@ import optuna
 import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 WORKER = Path(__file__).with_name("sweep_worker.py")
 TRIALS = 4
@@ -32,9 +32,19 @@ def _worker(postgres_url, study, cwd, env, log):
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.postgres
 def test_two_workers_one_killed_mid_trial(postgres_url, fresh_postgres_url, tmp_path):
-    study_name = f"pg-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": fresh_postgres_url("mlflow"), "AUGFORGE_CACHE_DIR": str(tmp_path / "cache")}
+    _two_workers_one_killed(postgres_url, fresh_postgres_url("mlflow"), tmp_path)
+
+
+def test_two_workers_one_killed_mid_trial_on_sqlite(tmp_path):
+    """One machine, no server: the default sqlite:///mlruns/optuna.db layout, shared by two processes."""
+    _two_workers_one_killed(f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
+
+
+def _two_workers_one_killed(postgres_url, mlflow_uri, tmp_path):
+    study_name = f"kill-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "AUGFORGE_CACHE_DIR": str(tmp_path / "cache")}
     logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(3)]
     a = _worker(postgres_url, study_name, tmp_path, env, logs[0])
     b = _worker(postgres_url, study_name, tmp_path, env, logs[1])

@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from augforge import plugins
+from augforge import plugins, registry
 from augforge.checkpoint import load_checkpoint
 from augforge.plugins import hookimpl
 from augforge.config import resolve
@@ -56,7 +56,9 @@ def test_tracked_run_has_params_tags_metrics_artifacts(tmp_path, fakes, monkeypa
     assert client.get_experiment(run.info.experiment_id).name == "test-exp"
     # params: the --set keys, less the machine-local / bookkeeping ones, which are tags
     saved = resolve("", {k: v for k, v in run.data.params.items()})  # replays as overrides
-    assert set(run.data.params) == set(cfg.flat()) - set(VOLATILE)
+    # every bound component option is a param, defaults too, under its --set key (any entry point, not only the CLI)
+    assert run.data.params["generator.width"] == "8" and "generator.width" not in cfg.flat()
+    assert set(run.data.params) == set(registry.validate_config(cfg, fill_defaults=True).flat()) - set(VOLATILE)
     assert saved.train.steps == 9 and saved.model.generator == "fake"
     tags = run.data.tags
     assert tags["train.out_dir"] == str(tmp_path / "runs") and tags["tracking.run_name"] == run.info.run_name

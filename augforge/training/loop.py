@@ -42,6 +42,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from augforge import registry
 from augforge.config import RunConfig
 from augforge.errors import TrainingError
 from augforge.training import lifecycle as life
@@ -74,11 +75,13 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
                                           mode_seeking_penalty, topk_count, topk_logits,
                                           update_lecam_anchors)
 
-    # ---- 0. config + run folder ------------------------------------------------------------
+    # ---- 0. config + run folder: every component option bound (defaults too), so config.json,
+    # the tracked params and the checkpoint show the whole model under the keys --set uses
+    cfg = registry.validate_config(cfg, fill_defaults=True)
     resume_state = None
     if resume is not None:
         ckpt_path, resume_state = load_latest(resolve_resume(resume))
-        saved_cfg = RunConfig.from_json_dict(resume_state["config"])
+        saved_cfg = registry.validate_config(RunConfig.from_json_dict(resume_state["config"]), fill_defaults=True)
         cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, run_name=saved_cfg.tracking.run_name))
         check_resume_config(cfg, saved_cfg, ckpt_path.resolve().parent.parent)
     t = cfg.train
