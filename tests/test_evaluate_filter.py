@@ -115,3 +115,21 @@ def test_evaluator_tags_reach_the_tracked_run(fakes, tmp_path, monkeypatch):
     finally:
         plugins.get_plugin_manager().unregister(name="recommends")
     assert mlflow.MlflowClient().get_run(run_id).data.tags["augforge.eval.recommended_policy"] == "balanced:filtered"
+
+
+def test_evaluate_on_the_val_split_to_choose_among_generators(fakes, tmp_path, monkeypatch):
+    from augforge.evaluation import evaluate_checkpoint_full
+
+    cls = registry.get("classifier", "paper-b-cnn")
+    monkeypatch.setattr(cls, "recipe", {**cls.recipe, "epochs": 1, "batch_size": 16, "patience": 1, "epoch_size": 0})
+    cfg = config.resolve(overrides=FAKE)
+    g = registry.build("generator", "fake", image_size=16, num_classes=2, latent_dim=8)
+    ckpt = save_checkpoint(tmp_path / "last.pt", {
+        "config": cfg.to_dict(), "class_names": ["nv", "mel"], "image_size": 16, "latent_dim": 8, "run_id": None, "step": 1,
+        "epoch": 1, "generator": {"name": "fake", "config": g.config, "state": g.state_dict()}, "g_ema": None})
+    ev = evaluate_checkpoint_full(ckpt, metrics=["kid"], n_per_class=4, out_dir=tmp_path / "val", track=False, split="val")
+    summary = json.loads((tmp_path / "val" / "summary.json").read_text())
+    assert summary["split"] == "val" and summary["split_sizes"]["val"] > 0 and "kid" in ev.metrics
+    assert "compared against the real **val** split" in (tmp_path / "val" / "report.md").read_text()
+    with pytest.raises(AugforgeError, match="policy-study already chooses on val"):
+        evaluate_checkpoint_full(ckpt, metrics=["policy-study"], out_dir=tmp_path / "x", track=False, split="val")

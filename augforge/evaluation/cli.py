@@ -27,9 +27,11 @@ from augforge.errors import ConfigError
 @click.option("--filter", "filter_", default=None, metavar="SCORES",
               help="Evaluate filtered samples, as `augforge generate --filter` writes them: realism (checkpoints only), label, novelty.")
 @click.option("--keep", type=float, default=0.5, show_default=True, help="With --filter: share of draws kept per class.")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="Real held-out lesions to compare against: test to report, val to choose among generators.")
 @click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
 def evaluate_command(run_id, checkpoint, onnx_path, best, metrics, n_per_class, classifier, jpeg_quality, seed, device, out_dir,
-                     tracking_uri, sets, inception_weights, filter_, keep, no_track):
+                     tracking_uri, sets, inception_weights, filter_, keep, split, no_track):
     """Evaluate a generator: detector detection rate, FID/KID, precision/recall, c2st, memorisation.
 
     Uses the checkpoint's own dataset, classes, image size and lesion-grouped split, trains
@@ -46,7 +48,7 @@ def evaluate_command(run_id, checkpoint, onnx_path, best, metrics, n_per_class, 
     common = dict(metrics=names, n_per_class=n_per_class, seed=seed, jpeg_quality=jpeg_quality, classifier=classifier,
                   device=device, out_dir=out_dir, track=not no_track, tracking_uri=tracking_uri, echo=click.echo,
                   options=evaluate.parse_evaluator_options(sets), inception_weights=inception_weights,
-                  filters=parse_filters(filter_) if filter_ else (), keep=keep)
+                  filters=parse_filters(filter_) if filter_ else (), keep=keep, split=split)
     if onnx_path:
         result = evaluate.evaluate_onnx_full(onnx_path, **common)
     else:

@@ -158,6 +158,7 @@ def write_report(
         f"- data: `{summary['dataset']}` at {summary['image_size']} px, classes {', '.join(names)}; "
         f"lesion-grouped split (seed {summary['split_seed']}): " + ", ".join(f"{k} {v}" for k, v in summary["split_sizes"].items()),
         f"- generated: {summary['n_per_class']} images per class, seed {summary['seed']}; {jpeg_line}",
+        f"- compared against the real **{summary.get('split', 'test')}** split",
         f"- detector: `{summary['classifier']}` trained on the real train split (best epoch {detector_info.get('best_epoch')} "
         f"on the val split), cached at `{summary['detector_path']}`",
         *([f"- Inception features (`*_inception` keys): `{summary['inception_weights']}`"] if summary.get("inception_weights") else []),

@@ -53,6 +53,7 @@ def evaluate_generator(
     filters: tuple[str, ...] = (),
     keep: float = 1.0,
     discriminator=None,
+    split: str = "test",
 ) -> Evaluation:
     """Evaluate a generator (anything with the ``Generator`` call signature) against the data
     and split of ``cfg``; write the report to ``out_dir`` (None: no files) and log to ``tracker``
@@ -61,8 +62,14 @@ def evaluate_generator(
     TorchScript Inception file for the ``*_inception`` variants of FID/KID. ``filters`` / ``keep``:
     every draw oversamples by 1/keep and keeps the best-scored share per class
     (``filtering.filter_pool``: what ``augforge generate --filter`` would write); realism needs the
-    checkpoint's ``discriminator``."""
+    checkpoint's ``discriminator``. ``split``: the real held-out lesions compared against —
+    ``test`` (report), or ``val`` to choose among generators without touching the test split
+    (metrics then tracked as ``eval/val/<name>``)."""
     say = echo or (lambda msg: None)
+    if split not in ("test", "val"):
+        raise EvaluationError(f"--split {split!r}: expected test (to report) or val (to choose among generators)")
+    if split == "val" and "policy-study" in (metrics or []):
+        raise EvaluationError("policy-study already chooses on val and reports test: run it with --split test")
     if filters and not 0.0 < keep <= 1.0:
         raise EvaluationError(f"--keep {keep}: the share of draws kept per class must be in (0, 1]")
     if "realism" in filters and discriminator is None:
@@ -105,7 +112,7 @@ def evaluate_generator(
     generated = sampler(np.full(len(classes), n_per_class), seed)
     ctx = EvalContext(detector, device, classes, seed=seed, classifier=classifier, image_size=int(cfg.data.image_size),
                       real_val=sets["val"], sampler=sampler, inception=inception)
-    results = run_evaluators(evaluators, sets["train"], generated, sets["test"], ctx,
+    results = run_evaluators(evaluators, sets["train"], generated, sets[split], ctx,
                              progress=lambda n, r: say(f"{n}: " + ", ".join(f"{k}={v:.4g}" for k, v in list(r.metrics.items())[:6])))
     flat: dict[str, float] = {}
     eval_tags: dict[str, str] = {}
@@ -121,17 +128,18 @@ def evaluate_generator(
         "n_per_class": n_per_class, "seed": seed, "jpeg_quality": jpeg_quality, "jpeg_side": jpeg_side, "classifier": classifier,
         "detector_path": info["path"], "conditional": bool(getattr(generator, "conditional", True)),
         "evaluator_options": options or {}, "inception_weights": str(inception_weights) if inception_weights else None,
-        "filters": list(filters), "keep": keep if filters else None,
+        "filters": list(filters), "keep": keep if filters else None, "split": split,
     }
     report = None
     if out_dir is not None:
         from augforge.evaluation.report import write_report
 
         report = write_report(Path(out_dir), summary=summary, metrics=flat, results=results, detector_info=info,
-                              real=sets["test"], generated=generated, detector_probs=ctx.probs(generated))
+                              real=sets[split], generated=generated, detector_probs=ctx.probs(generated))
     run_id = None
     if tracker is not None:
-        tracker.log_metrics({f"eval/{k}": v for k, v in flat.items()}, step=source.get("step"))
+        prefix = "eval/" if split == "test" else "eval/val/"
+        tracker.log_metrics({f"{prefix}{k}": v for k, v in flat.items()}, step=source.get("step"))
         tracker.set_tags({"augforge.eval.metrics": ",".join(results), "augforge.eval.jpeg_quality": str(jpeg_quality or "none"),
                           "augforge.eval.filter": f"{','.join(filters)} keep {keep}" if filters else "none", **eval_tags})
         if out_dir is not None:
