@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,20 @@ def recommendations(client, run_id: str | None) -> dict[str, str]:
     return {"augforge.recommended_" + k[len(prefix):]: v for k, v in run_tags.items() if k.startswith(prefix)}
 
 
+def _set_alias(client, name: str, alias: str, version: str, attempts: int = 5) -> None:
+    """Point ``alias`` at ``version``. Two sweep workers finishing together both register their champion;
+    on PostgreSQL the server's insert-or-update of the alias can then hit its unique key: retry, and the
+    later registration holds the alias (measured: tests/test_team_mode.py failed without this)."""
+    for attempt in range(attempts):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except Exception as exc:
+            if attempt == attempts - 1 or "alias" not in str(exc).lower():
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
 def register_onnx(onnx_path: str | os.PathLike, name: str, *, alias: str = DEFAULT_ALIAS, run_id: str | None = None,
                   tracking_uri: str | None = None, tags: dict[str, str] | None = None):
     """Log ``onnx_path`` as an MLflow ONNX model, register it as ``name`` and point ``alias`` at it.
@@ -201,5 +216,5 @@ def register_onnx(onnx_path: str | os.PathLike, name: str, *, alias: str = DEFAU
 
     describe_model_version(client, name, version, meta, run_id=meta.get("training_run_id") or run_id)
     if alias:
-        client.set_registered_model_alias(name, alias, version)
+        _set_alias(client, name, alias, version)
     return client.get_model_version(name, version)
