@@ -55,3 +55,47 @@ def shared_ham():
     if not SHARED_HAM.is_dir():
         pytest.skip(f"real HAM10000 sample not present at {SHARED_HAM}")
     return SHARED_HAM
+
+
+@pytest.fixture
+def onnx_file(fakes, tmp_path):
+    """A conditional fake generator (nv, mel; 16 px) exported to ONNX, with a training config to look up."""
+    import torch
+
+    from augforge import registry
+    from augforge.config import RunConfig
+    from augforge.export import export_onnx
+
+    torch.manual_seed(0)
+    g = registry.build("generator", "fake", image_size=16, num_classes=2, latent_dim=8)
+    cfg = RunConfig()
+    cfg.data.name, cfg.data.image_size = "fake-blobs", 16
+    cfg.dataset = {"n_per_class": 24, "size": 16}
+    meta = {"class_names": ["nv", "mel"], "dataset": "fake-blobs", "config": {k: v for k, v in cfg.to_dict().items() if k != "tracking"}}
+    return export_onnx(g, tmp_path / "g.onnx", meta, exporter="torchscript")
+
+
+@pytest.fixture
+def sigint_at_epoch():
+    """``with sigint_at_epoch(n): train(...)``: a Ctrl-C (SIGINT) the moment epoch ``n`` ends, as a plugin."""
+    import contextlib
+    import signal
+
+    from augforge import plugins
+    from augforge.plugins import hookimpl
+
+    @contextlib.contextmanager
+    def armed(n: int):
+        class SigintAtEpoch:
+            @hookimpl
+            def augforge_epoch_end(self, run, epoch, metrics):
+                if epoch == n:
+                    os.kill(os.getpid(), signal.SIGINT)
+
+        plugins.register(SigintAtEpoch(), name="sigint")
+        try:
+            yield
+        finally:
+            plugins.get_plugin_manager().unregister(name="sigint")
+
+    return armed

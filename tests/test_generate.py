@@ -15,23 +15,6 @@ from augforge.runtime import SyntheticLesions
 HAM_COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
 
 
-@pytest.fixture
-def onnx_file(fakes, tmp_path):
-    import torch
-
-    from augforge import registry
-    from augforge.config import RunConfig
-    from augforge.export import export_onnx
-
-    torch.manual_seed(0)
-    g = registry.build("generator", "fake", image_size=16, num_classes=2, latent_dim=8)
-    cfg = RunConfig()
-    cfg.data.name, cfg.data.image_size = "fake-blobs", 16
-    cfg.dataset = {"n_per_class": 24, "size": 16}
-    meta = {"class_names": ["nv", "mel"], "dataset": "fake-blobs", "config": {k: v for k, v in cfg.to_dict().items() if k != "tracking"}}
-    return export_onnx(g, tmp_path / "g.onnx", meta, exporter="torchscript")
-
-
 def _digest(folder):
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):

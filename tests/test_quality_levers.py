@@ -4,8 +4,6 @@ budget; the blockiness test and sngan's bilinear upsampling."""
 from __future__ import annotations
 
 import math
-import os
-import signal
 
 import numpy as np
 import pytest
@@ -14,7 +12,6 @@ import torch
 from augforge.checkpoint import load_checkpoint
 from augforge.config import resolve
 from augforge.errors import ConfigError
-from augforge.plugins import hookimpl
 from augforge.training.losses import consistency_penalty, lecam_penalty, topk_count, topk_logits
 from augforge.tracking import NullTracker
 
@@ -260,25 +257,13 @@ def test_lr_schedules_are_flat_until_the_start_then_fall_to_zero():
     assert lr_factor(0.9, "none", 0.0) == 1.0 and lr_factor(7.0, "linear", 0.0) == 0.0  # past the budget: clamped
 
 
-class SigintAfterEpoch2:
-    @hookimpl
-    def augforge_epoch_end(self, run, epoch, metrics):
-        if epoch == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
-def test_lr_decay_anneals_both_optimisers_by_steps_and_resumes_bitwise(tmp_path, fakes):
-    from augforge import plugins
-
+def test_lr_decay_anneals_both_optimisers_by_steps_and_resumes_bitwise(tmp_path, fakes, sigint_at_epoch):
     over = dict(train__lr_decay="linear", train__lr_decay_start=0.25, train__lr_g=1e-3, train__lr_d=2e-3)
     full = load_checkpoint(run(fake_cfg(tmp_path, **over)).checkpoint)
     # the last step (12 of 12) set the rate for a next step that never comes: 0
     assert full["opt_g"]["param_groups"][0]["lr"] == 0.0 and full["opt_d"]["param_groups"][0]["lr"] == 0.0
-    plugins.register(SigintAfterEpoch2(), name="sigint")
-    try:
+    with sigint_at_epoch(2):
         part = run(fake_cfg(tmp_path, **over))
-    finally:
-        plugins.get_plugin_manager().unregister(name="sigint")
     mid = load_checkpoint(part.checkpoint)
     assert part.status == "KILLED" and 3 < mid["step"] < 12
     factor = 1 - (mid["step"] / 12 - 0.25) / 0.75  # linear from a quarter of the run, both optimisers (TTUR kept)

@@ -301,20 +301,6 @@ def test_decode_cache_refuses_a_full_disk_before_writing(tmp_path, monkeypatch, 
 # ---- 5. generate: no half outputs, onnxruntime failures in one line ------------------------------
 
 
-@pytest.fixture
-def onnx_file(fakes, tmp_path):
-    from augforge import registry
-    from augforge.config import RunConfig
-    from augforge.export import export_onnx
-
-    torch.manual_seed(0)
-    g = registry.build("generator", "fake", image_size=16, num_classes=2, latent_dim=8)
-    cfg = RunConfig()
-    cfg.data.name, cfg.data.image_size = "fake-blobs", 16
-    meta = {"class_names": ["nv", "mel"], "dataset": "fake-blobs", "config": {k: v for k, v in cfg.to_dict().items() if k != "tracking"}}
-    return export_onnx(g, tmp_path / "g.onnx", meta, exporter="torchscript")
-
-
 def test_generate_failure_leaves_no_half_output(onnx_file, tmp_path, monkeypatch):
     from augforge.export import generate as G
     calls = []

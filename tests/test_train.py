@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -161,22 +160,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, fakes):
     assert all(torch.isfinite(v).all() for v in state["generator"]["state"].values())
 
 
-class SigintAtEpoch2:
-    @hookimpl
-    def augforge_epoch_end(self, run, epoch, metrics):
-        if epoch == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
-def test_sigint_writes_checkpoint_and_returns_killed(tmp_path, fakes):
-    from augforge import plugins
-
-    plugins.register(SigintAtEpoch2(), name="sigint")
+def test_sigint_writes_checkpoint_and_returns_killed(tmp_path, fakes, sigint_at_epoch):
     before = signal.getsignal(signal.SIGINT)
-    try:
+    with sigint_at_epoch(2):
         result = run(fake_cfg(tmp_path, train__steps=50, train__checkpoint_every=100))
-    finally:
-        plugins.get_plugin_manager().unregister(name="sigint")
     assert result.status == "KILLED" and 0 < result.step < 50
     assert load_checkpoint(result.checkpoint)["step"] == result.step
     assert signal.getsignal(signal.SIGINT) is before  # handlers restored
