@@ -162,6 +162,34 @@ def label_probability(detector, images: np.ndarray, detector_labels, device="cpu
     return probs[np.arange(len(images)), np.asarray(detector_labels, int)]
 
 
+def near_copy_threshold(train: ImageSet, baseline: ImageSet, quantile: float = 0.01) -> float:
+    """The near-copy distance: ``quantile`` of real held-out (``baseline``) lesions' distance to ``train``."""
+    _, _, threshold = novelty(baseline.images[:1], train.images, baseline=baseline.images, baseline_groups=baseline.groups,
+                              train_groups=train.groups, quantile=quantile)
+    return threshold
+
+
+def score_images(images: np.ndarray, filters: tuple[str, ...], *, device, model_labels=None, detector_labels=None,
+                 discriminator=None, detector=None, train: ImageSet | None = None, threshold: float | None = None,
+                 near_copies: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """``(scores, near-copy mask or None)`` of ``images`` for each of ``filters``.
+
+    realism: ``discriminator``'s logit for ``model_labels``; label: ``detector``'s probability of
+    ``detector_labels``; novelty: distance to the nearest ``train`` image. The near-copy mask (at
+    ``threshold``) comes with novelty, or alone with ``near_copies=True``.
+    """
+    scores, copies = {}, None
+    if "realism" in filters:
+        scores["realism"] = realism(discriminator, images, model_labels, device)
+    if "label" in filters:
+        scores["label"] = label_probability(detector, images, detector_labels, device)
+    if "novelty" in filters or near_copies:
+        dist, copies, _ = novelty(images, train.images, threshold=threshold)
+        if "novelty" in filters:
+            scores["novelty"] = dist
+    return scores, copies
+
+
 def filter_pool(pool: ImageSet, counts, filters: tuple[str, ...], *, seed: int, device, detector=None,
                 discriminator=None, train: ImageSet | None = None, baseline: ImageSet | None = None) -> tuple[ImageSet, dict]:
     """Score an oversampled ``pool`` by ``filters`` and keep the best ``counts[k]`` of class k.
@@ -171,17 +199,12 @@ def filter_pool(pool: ImageSet, counts, filters: tuple[str, ...], *, seed: int, 
     near-copy threshold from real held-out ``baseline`` lesions); near-copies are always dropped
     when novelty is scored. Returns the kept set and a summary (near-copies dropped, shortfall).
     """
-    scores, copies = {}, None
-    if "realism" in filters:
-        if discriminator is None:
-            raise FilterError("realism filtering needs the discriminator: evaluate a training checkpoint (--checkpoint), "
-                              "not an ONNX file, or drop realism from --filter")
-        scores["realism"] = realism(discriminator, pool.images, pool.labels, device)
-    if "label" in filters:
-        scores["label"] = label_probability(detector, pool.images, pool.labels, device)
-    if "novelty" in filters:
-        scores["novelty"], copies, _ = novelty(pool.images, train.images, baseline=baseline.images,
-                                               baseline_groups=baseline.groups, train_groups=train.groups)
+    if "realism" in filters and discriminator is None:
+        raise FilterError("realism filtering needs the discriminator: evaluate a training checkpoint (--checkpoint), "
+                          "not an ONNX file, or drop realism from --filter")
+    threshold = near_copy_threshold(train, baseline) if "novelty" in filters else None
+    scores, copies = score_images(pool.images, filters, device=device, model_labels=pool.labels, detector_labels=pool.labels,
+                                  discriminator=discriminator, detector=detector, train=train, threshold=threshold)
     sel = select(pool.labels, scores, counts={k: int(c) for k, c in enumerate(np.asarray(counts, int))}, near_copy=copies, seed=seed)
     kept = pool.subset(sel.indices)
     return kept, {"near_copies_dropped": int(sum(sel.dropped_near_copies.values())), "shortfall": int(sum(sel.shortfall.values()))}

@@ -118,25 +118,16 @@ def _scorer(onnx_path: Path, gen, filters: tuple[str, ...], train_data: str | No
     names = list(arrays.class_names) if arrays is not None else []
     detector = get_detector(cfg, arrays, splits, device="cpu") if "label" in filters else None
     sets = split_sets(arrays, splits, ("train", "test")) if check else {}
-    threshold = None
-    if check:  # the near-copy threshold once, from real held-out lesions
-        _, _, threshold = filtering.novelty(sets["test"].images[:1], sets["train"].images, baseline=sets["test"].images,
-                                            baseline_groups=sets["test"].groups, train_groups=sets["train"].groups,
-                                            quantile=quantile)
+    # the near-copy threshold once, from real held-out lesions
+    threshold = filtering.near_copy_threshold(sets["train"], sets["test"], quantile) if check else None
 
     def score(images, name: str, label: int):
-        scores, copies = {}, None
-        if disc is not None:
-            scores["realism"] = filtering.realism(disc, images, np.full(len(images), label))
-        if detector is not None:
-            if name not in names:
-                raise AugforgeError(f"label filtering: class {name!r} is not in the detector's classes {names}")
-            scores["label"] = filtering.label_probability(detector, images, np.full(len(images), names.index(name)))
-        if check:
-            dist, copies, _ = filtering.novelty(images, sets["train"].images, threshold=threshold)
-            if "novelty" in filters:
-                scores["novelty"] = dist
-        return scores, copies
+        if detector is not None and name not in names:
+            raise AugforgeError(f"label filtering: class {name!r} is not in the detector's classes {names}")
+        return filtering.score_images(
+            images, filters, device="cpu", model_labels=np.full(len(images), label), discriminator=disc, detector=detector,
+            detector_labels=np.full(len(images), names.index(name)) if detector is not None else None,
+            train=sets.get("train"), threshold=threshold, near_copies=check)
 
     return score
 
