@@ -60,6 +60,8 @@ RECIPES: dict[str, tuple[str, dict, str]] = {
                                   "fast-lecam-topk-decay with a 1.5x wider G (diversity: recall was 0.29)"),
     "fast-lecam-topk-decay-ms": ("modern", {**_FAST, **_LEVERS, **_DECAY, "train.ms_weight": 1.0},
                                  "fast-lecam-topk-decay + MSGAN's mode-seeking term (pairs of z per class must differ)"),
+    "fast-lecam-topk-decay-ms0.1": ("modern", {**_FAST, **_LEVERS, **_DECAY, "train.ms_weight": 0.1},
+                                    "fast-lecam-topk-decay + mode seeking at a tenth of the weight that broke training"),
     "modern-cpu": ("modern-cpu", {}, "the modern-cpu preset as it is now"),
 }
 
