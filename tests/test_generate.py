@@ -204,7 +204,7 @@ def test_filter_errors_name_the_fix(onnx_file, tmp_path, capsys):
     out = str(tmp_path / "e")
     with pytest.raises(SystemExit) as exc:
         main(["generate", "--onnx", str(onnx_file), "--per-class", "2", "--out", out, "--filter", "realism"])
-    assert exc.value.code == 2 and "realism filtering needs the discriminator: pass --checkpoint" in capsys.readouterr().err
+    assert exc.value.code == 2 and "re-export with `augforge export --with-discriminator`, or pass --checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["generate", "--onnx", str(onnx_file), "--per-class", "2", "--out", out, "--filter", "beauty"])
     assert "valid: realism, label, novelty" in capsys.readouterr().err

@@ -7,24 +7,22 @@ Every generated image can carry up to three scores, each "higher is better":
 - ``novelty``: the RMS pixel distance to the nearest training image (a far image is a new
   lesion, not a memorised one), from the near-copy machinery of the ``memorization`` evaluator.
 
-``select`` ranks images within their class by each score (percentile ranks, ties averaged),
-averages the ranks, and keeps the best ones; images flagged as near-copies of a training image
-are always dropped, whatever their other scores. Ties in the combined rank are broken by an
-order seeded by ``(seed, class)``, so a selection is reproducible. The ranking is numpy only
-(it belongs with the torch-free runtime); the scorers below import torch only when called.
+``select`` (``augforge_runtime.selection``, numpy only, shared with the torch-free runtime)
+ranks images within their class by each score, averages the ranks and keeps the best ones;
+near-copies of a training image are always dropped, and ties are broken by an order seeded by
+``(seed, class)``, so a selection is reproducible. The scorers below import torch only when called.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from augforge.errors import AugforgeError
 from augforge.interfaces import ImageSet
+from augforge_runtime.selection import EPS, Selection, SelectionError, percentile_ranks  # noqa: F401  (re-exported)
+from augforge_runtime.selection import kept_count as _kept_count, select as _select
 
 SCORES = ("realism", "label", "novelty")
-EPS = 1e-9  # keep * n is floored after adding EPS, so 0.29 * 100 keeps 29, not 28 (float error)
 
 
 class FilterError(AugforgeError, ValueError):
@@ -41,68 +39,19 @@ def parse_filters(text: str | None) -> tuple[str, ...]:
 
 
 def kept_count(n: int, keep: float) -> int:
-    """Images kept of ``n`` at share ``keep``: ``floor(keep * n)``, never more than the share."""
-    if not 0 < keep <= 1:
-        raise FilterError(f"keep must be in (0, 1], got {keep!r}; e.g. --keep 0.5 keeps the best half per class")
-    return int(np.floor(keep * n + EPS))
+    """Images kept of ``n`` at share ``keep`` (``augforge_runtime.selection.kept_count``); FilterError when invalid."""
+    try:
+        return _kept_count(n, keep)
+    except SelectionError as exc:
+        raise FilterError(str(exc)) from None
 
 
-def percentile_ranks(x: np.ndarray) -> np.ndarray:
-    """``x`` -> ranks in [0, 1] (0 = lowest, 1 = highest), tied values sharing their mean rank."""
-    x = np.asarray(x, np.float64)
-    if len(x) < 2:
-        return np.ones(len(x))
-    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return (first + (counts - 1) / 2.0)[inv] / (len(x) - 1)
-
-
-@dataclass
-class Selection:
-    indices: np.ndarray  # kept images, sorted
-    combined: np.ndarray  # float[N]: mean within-class percentile rank (nan for near-copies)
-    dropped_near_copies: dict[int, int] = field(default_factory=dict)  # class -> near-copies dropped
-    shortfall: dict[int, int] = field(default_factory=dict)  # class -> images missing to reach the request
-
-
-def select(labels, scores: dict[str, np.ndarray], *, keep: float | None = None, counts: dict[int, int] | None = None,
-           near_copy=None, seed: int = 0) -> Selection:
-    """Keep the best-ranked images per class.
-
-    ``keep``: share of each class's images to keep (``kept_count``); ``counts``: exactly this
-    many of class k instead (``augforge generate`` oversamples by 1/keep and asks for its
-    target). ``near_copy``: bool[N], always dropped; when too few others remain, ``shortfall``
-    says how many are missing (the caller draws more). Without scores only near-copies are
-    dropped and the seeded order decides.
-    """
-    labels = np.asarray(labels, int)
-    if (keep is None) == (counts is None):
-        raise FilterError("give exactly one of keep (a share per class) or counts (images per class)")
-    cols = {}
-    for name, s in scores.items():
-        s = np.asarray(s, np.float64)
-        if s.shape != labels.shape:
-            raise FilterError(f"score {name!r} has shape {s.shape}, labels {labels.shape}: one score per image")
-        if not np.isfinite(s).all():
-            raise FilterError(f"score {name!r} has {int((~np.isfinite(s)).sum())} non-finite values")
-        cols[name] = s
-    copies = np.zeros(len(labels), bool) if near_copy is None else np.asarray(near_copy, bool)
-    combined = np.full(len(labels), np.nan)
-    kept, dropped, short = [], {}, {}
-    for k in np.unique(labels):
-        members = np.flatnonzero(labels == k)
-        want = kept_count(len(members), keep) if counts is None else int(counts.get(int(k), 0))
-        pool = members[~copies[members]]
-        dropped[int(k)] = int(len(members) - len(pool))
-        rank = np.mean([percentile_ranks(s[pool]) for s in cols.values()], axis=0) if cols else np.zeros(len(pool))
-        combined[pool] = rank
-        order = np.random.default_rng([int(seed), int(k)]).permutation(len(pool))  # tie-break
-        order = order[np.argsort(-rank[order], kind="stable")]
-        kept.append(pool[order[:want]])
-        if len(pool) < want:
-            short[int(k)] = int(want - len(pool))
-    idx = np.sort(np.concatenate(kept)) if kept else np.zeros(0, int)
-    return Selection(idx, combined, dropped, short)
+def select(labels, scores: dict[str, np.ndarray], **kwargs) -> Selection:
+    """``augforge_runtime.selection.select`` (keep / counts / near_copy / seed); FilterError when invalid."""
+    try:
+        return _select(labels, scores, **kwargs)
+    except SelectionError as exc:
+        raise FilterError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,7 +86,12 @@ def novelty(generated: np.ndarray, train: np.ndarray, *, threshold: float | None
 
 
 def realism(discriminator, images: np.ndarray, labels=None, device="cpu", batch_size: int = 256) -> np.ndarray:
-    """The discriminator's logit per image (higher = judged more real)."""
+    """The discriminator's logit per image (higher = judged more real): a torch discriminator or
+    the ONNX one exported beside a generator (``augforge_runtime.OnnxDiscriminator``)."""
+    from augforge_runtime.realism import OnnxDiscriminator
+
+    if isinstance(discriminator, OnnxDiscriminator):
+        return discriminator.score(images, labels)
     import torch
 
     from augforge.evaluation.classify import to_tensor
@@ -201,7 +155,7 @@ def filter_pool(pool: ImageSet, counts, filters: tuple[str, ...], *, seed: int, 
     """
     if "realism" in filters and discriminator is None:
         raise FilterError("realism filtering needs the discriminator: evaluate a training checkpoint (--checkpoint), "
-                          "not an ONNX file, or drop realism from --filter")
+                          "or an ONNX file exported with --with-discriminator, or drop realism from --filter")
     threshold = near_copy_threshold(train, baseline) if "novelty" in filters else None
     scores, copies = score_images(pool.images, filters, device=device, model_labels=pool.labels, detector_labels=pool.labels,
                                   discriminator=discriminator, detector=detector, train=train, threshold=threshold)

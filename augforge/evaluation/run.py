@@ -62,7 +62,7 @@ def evaluate_generator(
     TorchScript Inception file for the ``*_inception`` variants of FID/KID. ``filters`` / ``keep``:
     every draw oversamples by 1/keep and keeps the best-scored share per class
     (``filtering.filter_pool``: what ``augforge generate --filter`` would write); realism needs the
-    checkpoint's ``discriminator``. ``split``: the real held-out lesions compared against —
+    ``discriminator`` (the checkpoint's, or the ONNX one exported beside the generator). ``split``: the real held-out lesions compared against —
     ``test`` (report), or ``val`` to choose among generators without touching the test split
     (metrics then tracked as ``eval/val/<name>``)."""
     say = echo or (lambda msg: None)
@@ -73,8 +73,8 @@ def evaluate_generator(
     if filters and not 0.0 < keep <= 1.0:
         raise EvaluationError(f"--keep {keep}: the share of draws kept per class must be in (0, 1]")
     if "realism" in filters and discriminator is None:
-        raise EvaluationError("--filter realism needs the discriminator: evaluate a training checkpoint (--checkpoint / --run), "
-                              "not an ONNX file, or filter by label,novelty")
+        raise EvaluationError("--filter realism needs the discriminator: evaluate a training checkpoint (--checkpoint / --run) "
+                              "or an ONNX file exported with --with-discriminator, or filter by label,novelty")
     device = resolve_device(device)
     evaluators = select_evaluators(metrics, options)  # fail on a typo before any work
     inception = load_inception(inception_weights, device) if inception_weights else None
@@ -272,6 +272,10 @@ def evaluate_onnx_full(path, *, out_dir=None, tracker=None, track: bool = True, 
     run_id = meta.get("training_run_id") or None
     source = {"onnx": str(path), "run_id": run_id, "step": int(meta.get("step") or 0) or None,
               "generator": f"{meta.get('generator', 'onnx')} (ONNX)", "config_from": origin}
+    if "realism" in kwargs.get("filters", ()):
+        from augforge.runtime import discriminator_for
+
+        kwargs["discriminator"] = discriminator_for(generator.onnx)  # exported beside it (--with-discriminator)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(Path(path))
     return _evaluate_tracked(generator, cfg, source, out_dir, tracker, track, tracking_uri, {"device": "cpu", **kwargs})
 

@@ -24,10 +24,13 @@ from augforge.export.sources import checkpoint_for_run, export_checkpoint, model
 @click.option("--uint8", is_flag=True, help="Output uint8 [batch, H, W, 3] in [0, 255] instead of float NCHW in [-1, 1].")
 @click.option("--last", is_flag=True, help="With --run: the last checkpoint, not the best one.")
 @click.option("--no-ema", is_flag=True, help="Export the raw generator weights even when EMA weights exist.")
+@click.option("--with-discriminator", is_flag=True,
+              help="Also write the run's discriminator beside the file (OUT.discriminator.onnx): realism scores for "
+                   "`generate --filter realism` and the runtime's SyntheticLesions(filter='realism') without the checkpoint.")
 @click.option("--register", "register_name", default="", help="Also register the file in the MLflow model registry under this name.")
 @click.option("--alias", default=DEFAULT_ALIAS, show_default=True, help="Alias set on the registered version (with --register).")
 @click.option("--tracking-uri", default="", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or mlruns/mlflow.db).")
-def export_command(run_id, checkpoint, model_uri, out, uint8, last, no_ema, register_name, alias, tracking_uri):
+def export_command(run_id, checkpoint, model_uri, out, uint8, last, no_ema, with_discriminator, register_name, alias, tracking_uri):
     """Export a generator to one ONNX file (z[, label] -> image) with metadata and a parity check."""
     given = [x for x in (run_id, checkpoint, model_uri) if x]
     if len(given) != 1:
@@ -41,13 +44,17 @@ def export_command(run_id, checkpoint, model_uri, out, uint8, last, no_ema, regi
         click.echo(f"{model_uri} is version {mv.version}, trained in run {run_id}")
     if run_id:
         checkpoint = checkpoint_for_run(run_id, uri, best=not last)
-    path = export_checkpoint(checkpoint, out, uint8=uint8, ema=not no_ema)
+    path = export_checkpoint(checkpoint, out, uint8=uint8, ema=not no_ema, with_discriminator=with_discriminator)
     meta = read_metadata(path)
     click.echo(
         f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {meta['generator'] or 'generator'} "
         f"{meta['image_size']}px, classes {', '.join(json.loads(meta['class_names'])) or '(unconditional)'}, "
         f"output {meta['output_layout']} in {meta['value_range']}; parity check passed ({meta['exporter']})"
     )
+    if meta.get("discriminator_file"):
+        d_path = path.with_name(meta["discriminator_file"])
+        click.echo(f"wrote {d_path} ({d_path.stat().st_size / 1e6:.1f} MB): its discriminator (realism scores), "
+                   "named in the generator's metadata; keep the two files together")
     if register_name:
         mv = register_onnx(path, register_name, alias=alias, run_id=meta.get("training_run_id") or None, tracking_uri=uri)
         click.echo(f"registered models:/{register_name}/{mv.version} with alias @{alias}")
@@ -67,10 +74,12 @@ def export_command(run_id, checkpoint, model_uri, out, uint8, last, no_ema, regi
               help="Near-copy threshold: this quantile of real held-out lesions' distance to the training set.")
 @click.option("--prefix", default="SYN", show_default=True, help="image_id prefix (ids are PREFIX_SEED_NNNNNNN).")
 @click.option("--filter", "filter_", default=None, metavar="SCORES",
-              help="Score and keep the best share per class: realism (needs --checkpoint), label, novelty; comma-separated.")
+              help="Score and keep the best share per class: realism (the discriminator exported with --with-discriminator, "
+                   "or --checkpoint), label, novelty; comma-separated.")
 @click.option("--keep", type=float, default=None, help="With --filter: share of draws kept per class (draws n / keep) [0.5].")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="The checkpoint the generator was exported from (its discriminator scores realism).")
+              help="The checkpoint the generator was exported from (its discriminator scores realism, for files "
+                   "exported without --with-discriminator).")
 @click.option("--overwrite", is_flag=True, help="Replace the images and metadata in a non-empty --out folder.")
 @click.option("--tracking-uri", default="", help="MLflow tracking URI for --model (default: MLFLOW_TRACKING_URI or mlruns/mlflow.db).")
 def generate_command(onnx_path, model_uri, per_class, counts, out, seed, drop_near_copies, train_data, copy_quantile, prefix,

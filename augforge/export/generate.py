@@ -97,8 +97,8 @@ def _near_copy_check(onnx_path: Path, metadata: dict[str, str], train_data: str 
 def _scorer(onnx_path: Path, gen, filters: tuple[str, ...], train_data: str | None, quantile: float, checkpoint, drop_near_copies: bool):
     """``fn(images, class name, model label) -> (scores dict, near-copy mask)`` for ``--filter``.
 
-    realism: the discriminator of ``checkpoint`` (default: the checkpoint named in the ONNX
-    metadata); label: the cached detector of the training data; novelty: the distance to the
+    realism: the discriminator of ``checkpoint``, else the ONNX discriminator exported beside the
+    generator (``--with-discriminator``); label: the cached detector of the training data; novelty: the distance to the
     nearest training image. Near-copies are flagged when novelty is a filter or with
     ``--drop-near-copies``.
     """
@@ -108,11 +108,18 @@ def _scorer(onnx_path: Path, gen, filters: tuple[str, ...], train_data: str | No
     cfg = _training_config(onnx_path, gen.metadata, train_data)
     disc = None
     if "realism" in filters:
-        checkpoint = checkpoint or gen.metadata.get("checkpoint") or None
-        if not checkpoint or not Path(checkpoint).is_file():
-            raise AugforgeError(f"realism filtering needs the discriminator: pass --checkpoint FILE (the augforge checkpoint "
-                                f"{onnx_path.name} was exported from); the ONNX metadata names {checkpoint or 'none'}")
-        disc = _discriminator(Path(checkpoint), gen.image_size)
+        if checkpoint:
+            if not Path(checkpoint).is_file():
+                raise AugforgeError(f"--checkpoint {checkpoint} does not exist (the augforge checkpoint {onnx_path.name} was exported from)")
+            disc = _discriminator(Path(checkpoint), gen.image_size)
+        elif gen.metadata.get("discriminator_file"):
+            from augforge.runtime import discriminator_for
+
+            disc = discriminator_for(gen)  # the ONNX discriminator beside it: the runtime's realism, exactly
+        else:
+            raise AugforgeError(f"realism filtering needs the discriminator: {onnx_path.name} was exported without one; "
+                                "re-export with `augforge export --with-discriminator`, or pass --checkpoint FILE "
+                                "(the augforge checkpoint it was exported from)")
     check = "novelty" in filters or drop_near_copies
     arrays, splits = load_data(cfg) if check or "label" in filters else (None, None)  # realism alone needs no data
     names = list(arrays.class_names) if arrays is not None else []

@@ -37,6 +37,7 @@ METADATA_KEYS = (
     "format", "class_names", "num_classes", "conditional", "latent_dim", "latent_distribution", "inputs",
     "image_size", "value_range", "output_layout", "training_run_id", "dataset", "dataset_config", "generator",
     "step", "ema", "checkpoint_sha256", "config", "augforge_version", "exporter",
+    "discriminator_file", "discriminator_sha256",  # only with `augforge export --with-discriminator`
 )
 #: config entries that only describe the exporting machine (folders); left out of the file
 MACHINE_LOCAL = {"train": ("out_dir",), "data": ("cache_dir",)}
@@ -53,7 +54,7 @@ class ExportError(AugforgeError):
 # The exported module
 
 
-def _bake(generator):
+def bake(generator):
     """A deep copy in eval mode with spectral-norm reparametrisations folded into plain weights.
 
     In eval mode spectral norm divides by a fixed sigma (no power iteration), so folding it is
@@ -86,7 +87,7 @@ def export_module(generator, uint8: bool = False):
     import torch
     from torch import nn
 
-    baked = _bake(generator)
+    baked = bake(generator)
     conditional = bool(getattr(generator, "conditional", False))
 
     class Exported(nn.Module):
@@ -118,25 +119,24 @@ def _example(generator, batch: int, rng: np.random.Generator):
     return (z,)
 
 
-def _torch_export(module, args, path: Path, dynamo: bool) -> None:
+def _torch_export(module, args, path: Path, dynamo: bool, inputs=("z", "label"), output: str = "image") -> None:
+    """Export ``module(*args)`` with a dynamic batch axis on every input and the output."""
     import torch
 
-    names = ["z", "label"][: len(args)]
+    names = list(inputs)[: len(args)]
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         if dynamo:
             batch = torch.export.Dim("batch", min=1, max=65536)
-            shapes = {"z": {0: batch}, "label": {0: batch}} if len(args) == 2 else {"z": {0: batch}}
             torch.onnx.export(
-                module, args, str(path), input_names=names, output_names=["image"], dynamo=True,
-                dynamic_shapes=shapes, external_data=False, verbose=False, optimize=True,
+                module, args, str(path), input_names=names, output_names=[output], dynamo=True,
+                dynamic_shapes={n: {0: batch} for n in names}, external_data=False, verbose=False, optimize=True,
             )
         else:
-            axes = {n: {0: "batch"} for n in [*names, "image"]}
             torch.onnx.export(
-                module, args, str(path), input_names=names, output_names=["image"], dynamo=False,
-                dynamic_axes=axes, opset_version=18,
+                module, args, str(path), input_names=names, output_names=[output], dynamo=False,
+                dynamic_axes={n: {0: "batch"} for n in [*names, output]}, opset_version=18,
             )
 
 
@@ -180,14 +180,26 @@ def export_onnx(generator, path: str | os.PathLike, metadata: dict[str, Any], ui
     exporter), ``dynamo`` or ``torchscript``. Raises ``ExportError`` and leaves no file behind
     when export, ``onnx.checker`` or the parity check fails.
     """
-    import onnx
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     props = _metadata_props(generator, metadata, uint8)
     check_output(generator, int(props["image_size"]))
     module = export_module(generator, uint8=uint8)
     bound = (1.0 if uint8 else PARITY_ATOL) if atol is None else atol
+    return write_checked(module, _example(generator, 2, np.random.default_rng(0)), path, props, _generator_doc(props),
+                         lambda f: parity_check(module, f, expect_size=int(props["image_size"])), bound, exporter=exporter)
+
+
+def write_checked(module, example: tuple, path: Path, props: dict[str, str], doc: str, parity, bound: float, *,
+                  exporter: str = "auto", inputs=("z", "label"), output: str = "image") -> Path:
+    """Export ``module`` (example inputs ``example``) to ``path`` with ``props`` as metadata.
+
+    The file is written only after ``onnx.checker`` passes and ``parity(tmp_file)`` (the max
+    abs difference to PyTorch) is at most ``bound``; each exporter of ``exporter`` (``auto``:
+    dynamo, then TorchScript) is tried in turn. Raises ``ExportError``, leaving no file behind.
+    """
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
@@ -197,13 +209,13 @@ def export_onnx(generator, path: str | os.PathLike, metadata: dict[str, Any], ui
         for dynamo in order:
             label = "dynamo" if dynamo else "torchscript"
             try:
-                _torch_export(module, _example(generator, 2, np.random.default_rng(0)), tmp, dynamo)
+                _torch_export(module, example, tmp, dynamo, inputs, output)
                 model = onnx.load(str(tmp))
                 onnx.checker.check_model(model, full_check=True)
                 props["exporter"] = f"torch.onnx ({label}) torch {_torch_version()}"
-                _set_metadata(model, props)
+                _set_metadata(model, props, doc)
                 onnx.save_model(model, str(tmp), save_as_external_data=False)
-                diff = parity_check(module, tmp, expect_size=int(props["image_size"]))
+                diff = parity(tmp)
             except ExportError as exc:
                 tried.append(f"{label}: {exc}")
                 continue
@@ -215,7 +227,7 @@ def export_onnx(generator, path: str | os.PathLike, metadata: dict[str, Any], ui
                 continue
             os.replace(tmp, path)
             return path
-        raise ExportError("ONNX export refused, no file written: " + "; ".join(tried))
+        raise ExportError(f"ONNX export of {path.name} refused, no file written: " + "; ".join(tried))
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -290,7 +302,15 @@ def _metadata_props(generator, metadata: dict[str, Any], uint8: bool) -> dict[st
     return props
 
 
-def _set_metadata(model, props: dict[str, str]) -> None:
+def _generator_doc(props: dict[str, str]) -> str:
+    return (
+        f"augforge generator: z ~ N(0, 1) float32 [batch, {props['latent_dim']}]"
+        + (" + label int64 [batch] (index into class_names)" if json.loads(props["conditional"]) else "")
+        + f" -> image {props['output_layout']} in {props['value_range']}; see metadata_props"
+    )
+
+
+def _set_metadata(model, props: dict[str, str], doc: str) -> None:
     import onnx
 
     del model.metadata_props[:]
@@ -299,11 +319,7 @@ def _set_metadata(model, props: dict[str, str]) -> None:
     model.producer_name = "augforge"
     model.producer_version = __version__
     model.model_version = int(props.get("step") or 0)  # the training step of the exported weights
-    model.doc_string = (
-        f"augforge generator: z ~ N(0, 1) float32 [batch, {props['latent_dim']}]"
-        + (" + label int64 [batch] (index into class_names)" if json.loads(props["conditional"]) else "")
-        + f" -> image {props['output_layout']} in {props['value_range']}; see metadata_props"
-    )
+    model.doc_string = doc
 
 
 def read_metadata(onnx_path: str | os.PathLike) -> dict[str, str]:

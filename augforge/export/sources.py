@@ -52,14 +52,30 @@ def _sha256(path: str | os.PathLike) -> str:
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, uint8: bool = False, ema: bool = True,
-                      extra: dict[str, Any] | None = None) -> Path:
-    """Rebuild the generator from an augforge checkpoint (EMA weights when present) and export it."""
-    from augforge.checkpoint import load_generator
+                      extra: dict[str, Any] | None = None, with_discriminator: bool = False) -> Path:
+    """Rebuild the generator from an augforge checkpoint (EMA weights when present) and export it.
+
+    ``with_discriminator``: also write the checkpoint's discriminator beside it
+    (``augforge.export.discriminator``) and name it in the generator's metadata.
+    """
+    from augforge.checkpoint import load_discriminator, load_generator
 
     gen, state = load_generator(checkpoint, ema=ema)
     meta = checkpoint_metadata(state, checkpoint)
     meta["ema"] = bool(ema and state.get("g_ema") is not None)
-    return export_onnx(gen, out, {**meta, **(extra or {})}, uint8=uint8)
+    meta = {**meta, **(extra or {})}
+    if not with_discriminator:
+        return export_onnx(gen, out, meta, uint8=uint8)
+    from augforge.export.discriminator import export_discriminator
+
+    if not meta.get("image_size"):
+        meta["image_size"] = int(getattr(gen, "image_size", 0))
+    d_path = export_discriminator(load_discriminator(state), out, meta)
+    try:
+        return export_onnx(gen, out, {**meta, "discriminator_file": d_path.name, "discriminator_sha256": _sha256(d_path)}, uint8=uint8)
+    except BaseException:
+        d_path.unlink(missing_ok=True)  # no discriminator without the generator that names it
+        raise
 
 
 def checkpoint_for_run(run_id: str, tracking_uri: str | None = None, best: bool = True) -> Path:
@@ -186,10 +202,15 @@ def register_onnx(onnx_path: str | os.PathLike, name: str, *, alias: str = DEFAU
     uint8 = meta["output_layout"].startswith("NHWC")
     out_shape = (-1, size, size, 3) if uint8 else (-1, 3, size, size)
     signature = ModelSignature(Schema(inputs), Schema([TensorSpec(np.dtype(np.uint8 if uint8 else np.float32), out_shape, "image")]))
+    # the realism scorer travels in the same model version (downloads land in extra_files/)
+    extra = [str(Path(onnx_path).parent / meta["discriminator_file"])] if meta.get("discriminator_file") else None
+    if extra and not Path(extra[0]).is_file():
+        raise AugforgeError(f"{onnx_path} names discriminator {meta['discriminator_file']}, which is not beside it; "
+                            "re-export with `augforge export --with-discriminator`")
     active = mlflow.active_run()
     log = lambda: mlflow.onnx.log_model(  # noqa: E731
         model, name="generator", registered_model_name=name, signature=signature,
-        save_as_external_data=False, metadata=meta, onnx_execution_providers=["CPUExecutionProvider"],
+        save_as_external_data=False, metadata=meta, onnx_execution_providers=["CPUExecutionProvider"], extra_files=extra,
     )
     if active is not None and run_id in (None, active.info.run_id):
         info = log()

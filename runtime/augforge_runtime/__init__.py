@@ -6,6 +6,7 @@ when installed, for ``models:/`` URIs), so it runs in any pipeline, whatever its
     from augforge_runtime import SyntheticLesions, mix
 
     synth = SyntheticLesions("generator.onnx", counts={"mel": 500, "bcc": 300}, seed=0)
+    best = SyntheticLesions("generator.onnx", per_class=500, filter="realism", keep=0.5)  # needs --with-discriminator
     image, label = synth[0]                  # uint8 [H, W, 3], int (index into synth.class_names)
     train_set = mix(real_train, synth, ratio=0.5, seed=0, class_names=real_classes)
     train_set = mix(real_train, synth, policy="ratio:0.5", seed=0, real_labels=labels)  # as measured
@@ -20,11 +21,12 @@ from augforge_runtime.mixing import Mixed, check_labels_agree, mix
 from augforge_runtime.errors import RuntimeModelError
 from augforge_runtime.policies import Policy, PolicyError, parse_policy
 from augforge_runtime.model import CHUNK, FORMAT, LATENT_DISTRIBUTION, OnnxGenerator, item_noise, to_uint8
+from augforge_runtime.realism import DISCRIMINATOR_FORMAT, OnnxDiscriminator, discriminator_for, realistic_draws
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CHUNK", "DEFAULT_CACHE_MB", "FORMAT", "LATENT_DISTRIBUTION", "READ_AHEAD", "Mixed", "OnnxGenerator", "Policy", "PolicyError",
+    "CHUNK", "DEFAULT_CACHE_MB", "DISCRIMINATOR_FORMAT", "FORMAT", "OnnxDiscriminator", "discriminator_for", "realistic_draws", "LATENT_DISTRIBUTION", "READ_AHEAD", "Mixed", "OnnxGenerator", "Policy", "PolicyError",
     "parse_policy",
     "RuntimeModelError", "SyntheticLesions", "check_labels_agree", "item_noise", "mix", "to_uint8",
 ]

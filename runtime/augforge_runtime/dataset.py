@@ -34,6 +34,11 @@ class SyntheticLesions:
       of another dataset's vocabulary instead (``mix`` checks them).
     - ``providers``: onnxruntime execution providers (default CPU); ``threads``: its intra-op threads.
     - ``cache_mb``: rendered images kept per process (LRU), ``DEFAULT_CACHE_MB`` = 128 MB by default.
+    - ``filter="realism"``, ``keep=0.5``: each class draws ``ceil(n / keep)`` images, the
+      discriminator exported beside the generator (``augforge export --with-discriminator``)
+      scores them, and the ``n`` most realistic are the items (rendered once at construction to
+      score them); the same images ``augforge generate --filter realism --keep 0.5`` writes.
+      ``scores`` then holds each item's realism rank (pass it to ``mix`` with a filtered policy).
 
     Item ``i`` is the same image whatever the access order, worker count or process: its noise
     comes from ``(seed, class, j)`` for the j-th image of its class, and an exported generator
@@ -46,7 +51,8 @@ class SyntheticLesions:
     def __init__(self, source: str | os.PathLike, counts: Mapping[str, int] | None = None, per_class: int | None = None,
                  seed: int = 0, transform: Callable[[np.ndarray], Any] | None = None, output: str = "uint8",
                  label_map: Mapping[str, int] | None = None, threads: int | None = None,
-                 providers: Sequence[str] | None = None, cache_mb: float = DEFAULT_CACHE_MB, tracking_uri: str | None = None):
+                 providers: Sequence[str] | None = None, cache_mb: float = DEFAULT_CACHE_MB, tracking_uri: str | None = None,
+                 filter: str | None = None, keep: float = 0.5):
         if output not in ("uint8", "float"):
             raise RuntimeModelError(f"output must be 'uint8' or 'float', got {output!r}")
         if not np.isfinite(cache_mb) or cache_mb < 0:
@@ -59,7 +65,23 @@ class SyntheticLesions:
         self.seed, self.transform, self.output = int(seed), transform, output
         empty = [np.zeros(0, np.int64)]
         self._model_labels = np.concatenate([np.full(n, g.model_label(name), np.int64) for name, n in plan] + empty)
-        self._ordinals = np.concatenate([np.arange(n, dtype=np.int64) for _, n in plan] + empty)
+        if filter is None:
+            self._ordinals = np.concatenate([np.arange(n, dtype=np.int64) for _, n in plan] + empty)
+            self.scores = None
+        elif filter == "realism":  # draw n / keep per class, keep the n the exported discriminator finds most real
+            from augforge_runtime.realism import discriminator_for, realistic_draws
+
+            disc = discriminator_for(g, providers=providers, threads=threads)
+            kept = [realistic_draws(g, disc, self.seed, g.model_label(name), n, keep) for name, n in plan]
+            self._ordinals = np.concatenate([k[0] for k in kept] + empty)
+            #: per item: the within-class percentile rank of its realism among the draws (for filtered ``mix`` policies)
+            self.scores = np.concatenate([k[2] for k in kept] + [np.zeros(0)])
+            self.realism = np.concatenate([k[1] for k in kept] + [np.zeros(0, np.float32)])
+        else:
+            raise RuntimeModelError(f"filter={filter!r}: the runtime filters by 'realism' (the discriminator exported beside "
+                                    "the generator); label and novelty need the detector and the training data: "
+                                    "use `augforge generate --filter`")
+        self.filter, self.keep = filter, (keep if filter else None)
         self.label_map = dict(label_map) if label_map is not None else None
         if label_map is not None:
             missing = [name for name, _ in plan if name not in label_map]

@@ -126,6 +126,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("AUGFORGE_CACHE_DIR") or ".cache/augforge")
 
 
+def _generator_files(folder: Path) -> list[Path]:
+    """The generator ONNX files of a downloaded model version (a discriminator beside it is not one)."""
+    return sorted(p for p in folder.rglob("*.onnx") if not p.name.endswith(".discriminator.onnx"))
+
+
 def resolve_model(uri: str, tracking: str | None = None) -> ResolvedModel:
     """Resolve ``uri`` and download its ONNX file once (later calls reuse the cached copy)."""
     store = tracking_uri(tracking)
@@ -134,7 +139,7 @@ def resolve_model(uri: str, tracking: str | None = None) -> ResolvedModel:
     # keyed by what the version points at too: a registry rebuilt from scratch reuses version numbers
     tag = hashlib.sha256(f"{mv.source}|{mv.creation_timestamp}".encode()).hexdigest()[:10]
     dest = cache_root() / "models" / f"{mv.name}-v{mv.version}-{tag}"
-    found = sorted(dest.rglob("*.onnx")) if dest.is_dir() else []
+    found = _generator_files(dest) if dest.is_dir() else []
     if not found:
         import mlflow
 
@@ -151,7 +156,7 @@ def resolve_model(uri: str, tracking: str | None = None) -> ResolvedModel:
             ) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        found = sorted(dest.rglob("*.onnx"))
+        found = _generator_files(dest)
     if not found:
         raise RuntimeModelError(f"{uri} (version {mv.version} in {redact(store)}) holds no .onnx file; register one with `augforge export --register`")
     return ResolvedModel(uri=uri, name=mv.name, version=str(mv.version), alias=alias, path=found[0],
