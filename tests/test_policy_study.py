@@ -95,9 +95,53 @@ def test_policy_study_mechanics(sets, monkeypatch):
     assert fig.dtype == np.uint8 and fig.ndim == 3 and fig.shape[2] == 3 and fig.shape[0] > 100
 
 
+def _fit_weights(train, weights, seed=0):
+    from augforge.evaluation.classify import fit_classifier
+
+    model = registry.build("classifier", "fake", image_size=16, num_classes=2)
+    torch.manual_seed(0)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    fit = fit_classifier(model, train, None, seed=seed, device="cpu", sample_weights=weights, epochs=2, batch_size=8,
+                         augment=False, epoch_size=0)
+    return torch.cat([p.detach().flatten() for p in fit.model.parameters()])
+
+
+def test_sample_weights_scale_each_items_loss(sets):
+    """Weight 0: an item's image cannot change the model; weight 1: it does (a loss weight, not ignored)."""
+    train = sets["train"]
+    other = ImageSet(train.images.copy(), train.labels, train.class_names)
+    synth = np.arange(len(train)) % 3 == 0  # every third item plays "synthetic"
+    other.images[synth] = 255 - other.images[synth]
+    w0 = np.where(synth, 0.0, 1.0)
+    assert torch.equal(_fit_weights(train, w0), _fit_weights(other, w0))
+    assert not torch.allclose(_fit_weights(train, np.ones(len(train))), _fit_weights(other, np.ones(len(train))))
+    with pytest.raises(ValueError, match="one per training item"):
+        _fit_weights(train, np.ones(3))
+
+
+def test_policy_study_trains_weighted_policies_with_their_weight(sets, monkeypatch):
+    from augforge.evaluation import classify
+
+    seen = []
+    real_fit = classify.fit_classifier
+
+    def fit(model, train, *a, sample_weights=None, **kw):
+        seen.append((len(train), None if sample_weights is None else np.asarray(sample_weights)))
+        return real_fit(model, train, *a, sample_weights=sample_weights, **kw)
+
+    monkeypatch.setattr(classify, "fit_classifier", fit)
+    train = _imbalanced(sets["train"])
+    g = registry.build("generator", "fake", image_size=16, num_classes=2, latent_dim=8)
+    ctx = _context(train, sets["val"], lambda counts, seed: evaluate.sample_images(g, counts, ["nv", "mel"], seed=seed, device="cpu"), [])
+    ev = registry.build("evaluator", "policy-study", policies=["top-up", "ratio:1:weight=0.25"], seeds=1, epochs=1)
+    ev.evaluate(train, None, sets["test"], ctx)
+    (n_real, w_real), (n_top, w_top), (n_w, w) = seen
+    assert w_real is None and w_top is None and n_real == len(train)
+    assert n_w > len(train) and w.tolist() == [1.0] * len(train) + [0.25] * (n_w - len(train))
+
+
 def test_policy_study_options_fail_loudly(fakes):
-    with pytest.raises(ValueError, match="loss weights"):
-        registry.build("evaluator", "policy-study", policies=["top-up", "ratio:1:weight=0.5"])
     with pytest.raises(ValueError, match="at least 2 distinct"):
         registry.build("evaluator", "policy-study", policies=["top-up", "top-up"])
     with pytest.raises(ValueError, match="valid forms"):

@@ -88,12 +88,15 @@ def fit_classifier(
     seed: int = 0,
     device=None,
     progress=None,
+    sample_weights=None,
     **overrides,
 ) -> FitResult:
     """Train ``model`` on ``train``; keep the epoch with the best validation balanced accuracy.
 
     Without ``val`` the last epoch is kept. ``progress(epoch, row)`` is called after each epoch.
-    Returns the model (in eval mode, on ``device``) with its best weights.
+    ``sample_weights``: one loss weight per training item (e.g. an augmentation policy's
+    ``:weight=W`` for synthetic items, 1 for real ones); the batch loss is the mean of the
+    weighted per-item losses. Returns the model (in eval mode, on ``device``) with its best weights.
     """
     recipe = recipe_for(model, **overrides)
     device = resolve_device(device)
@@ -107,6 +110,12 @@ def fit_classifier(
     counts = np.bincount(labels, minlength=num_classes).astype(float)
     weights = (1.0 / counts[labels]) if recipe["oversample"] else np.ones(len(labels))
     weights /= weights.sum()
+    item_w = None
+    if sample_weights is not None:
+        item_w = np.asarray(sample_weights, np.float32)
+        if item_w.shape != labels.shape or not np.isfinite(item_w).all() or (item_w < 0).any():
+            raise ValueError(f"sample_weights: expected {len(labels)} finite weights >= 0 (one per training item), "
+                             f"got shape {item_w.shape}")
     bs = int(recipe["batch_size"])
     best = (-np.inf, 0, copy.deepcopy(model.state_dict()))
     history, stale = [], 0
@@ -126,7 +135,10 @@ def fit_classifier(
             y = torch.from_numpy(labels[idx]).to(device)
             if recipe["augment"]:
                 x = _augment(x, gen)
-            loss = F.cross_entropy(model(x), y)
+            if item_w is None:
+                loss = F.cross_entropy(model(x), y)
+            else:
+                loss = (F.cross_entropy(model(x), y, reduction="none") * torch.from_numpy(item_w[idx]).to(device)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -11,8 +11,8 @@ Filtered policies rank the synthetic pool by the detector's probability of the i
 (``label``) and the distance to the nearest training image (``novelty``), with near-copies of
 training images last (``augforge.evaluation.filtering``); the discriminator's realism score is not at hand
 in an evaluation context. ``pretrain-synthetic`` fine-tunes on real only at a tenth of the
-learning rate. A synthetic loss weight other than 1 is refused (the classifier loop has no
-per-sample weights yet).
+learning rate. ``:weight=W`` trains with per-item loss weights (W for synthetic items, 1 for real
+ones; ``fit_classifier(sample_weights=...)``), as ``augforge_runtime.Mixed.weight`` gives them.
 """
 
 from __future__ import annotations
@@ -74,9 +74,6 @@ class PolicyStudy(Evaluator):
         self.policies = [parse_policy(p) for p in policies]
         if len(self.policies) < 2 or len({str(p) for p in self.policies}) != len(self.policies):
             raise ValueError(f"policy-study needs at least 2 distinct policies, got {list(policies)}")
-        bad = [str(p) for p in self.policies if p.synthetic_weight != 1.0]
-        if bad:
-            raise ValueError(f"policy-study cannot train with synthetic loss weights yet: {bad}; drop the :weight= part")
         if seeds < 1 or epochs < 0 or filter_pool < 1:
             raise ValueError(f"policy-study needs seeds >= 1, epochs >= 0, filter_pool >= 1; got {seeds}, {epochs}, {filter_pool}")
         self.seeds, self.epochs, self.filter_pool = seeds, epochs, filter_pool
@@ -103,7 +100,11 @@ class PolicyStudy(Evaluator):
 
         extra = {"epochs": self.epochs} if self.epochs else {}
         model = context.new_classifier(seed=seed)  # the same start for every policy: paired
-        fit = fit_classifier(model, train, context.real_val, seed=seed, device=context.device, **extra)
+        weights = None
+        if policy is not None and policy.synthetic_weight != 1.0:  # real items first, then the synthetic ones
+            n_real = len(real_train)
+            weights = np.r_[np.ones(n_real), np.full(len(train) - n_real, policy.synthetic_weight)]
+        fit = fit_classifier(model, train, context.real_val, seed=seed, device=context.device, sample_weights=weights, **extra)
         if policy is not None and policy.two_stage:
             lr = fit.recipe["lr"] * FINE_TUNE_LR
             fit = fit_classifier(fit.model, real_train, context.real_val, seed=seed, device=context.device, lr=lr, **extra)
