@@ -146,3 +146,29 @@ def test_policy_study_options_fail_loudly(fakes):
         registry.build("evaluator", "policy-study", policies=["top-up", "top-up"])
     with pytest.raises(ValueError, match="valid forms"):
         registry.build("evaluator", "policy-study", policies=["top-up", "mixup"])
+
+
+def test_filtered_policies_rank_by_the_discriminator_when_the_evaluation_has_it(sets, monkeypatch):
+    from augforge.evaluation import filtering
+
+    ranked = []
+    real_select = filtering.select
+
+    def spy(labels, scores, **kw):
+        ranked.append({k: np.asarray(v) for k, v in scores.items()})
+        return real_select(labels, scores, **kw)
+
+    monkeypatch.setattr(filtering, "select", spy)
+    train = _imbalanced(sets["train"])
+    g = registry.build("generator", "fake", image_size=16, num_classes=2, latent_dim=8)
+    pools = []
+    ctx = _context(train, sets["val"], lambda counts, seed: evaluate.sample_images(g, counts, ["nv", "mel"], seed=seed, device="cpu"), pools)
+    ev = registry.build("evaluator", "policy-study", policies=["top-up", "ratio:1:filtered"], seeds=1, epochs=1)
+    ev.evaluate(train, None, sets["test"], ctx)
+    assert set(ranked[0]) == {"label", "novelty"}  # no discriminator at hand
+    ranked.clear()
+    ctx.realism = lambda s: s.images.reshape(len(s), -1).mean(1)  # a stand-in D: brighter = "more real"
+    ev.evaluate(train, None, sets["test"], ctx)
+    pool = pools[-1][1]
+    assert set(ranked[0]) == {"label", "novelty", "realism"}
+    assert np.array_equal(ranked[0]["realism"], pool.images.reshape(len(pool), -1).mean(1))

@@ -30,7 +30,9 @@ class EvalContext:
     during training, where evaluators skip their real-vs-real reference numbers.
     ``inception``: ``uint8[N, H, W, 3] -> float64[N, F]`` from a local Inception file
     (``--inception-weights``), or None; evaluators that support it add ``*_inception`` keys
-    computed through ``inception_features(s)``.
+    computed through ``inception_features(s)``. ``realism(s)``: the generator's own
+    discriminator's logit per image of ``s`` (higher = judged more real), or None when no
+    discriminator is at hand (an ONNX file exported without one).
     """
 
     detector: Classifier
@@ -43,6 +45,7 @@ class EvalContext:
     sampler: Callable[[np.ndarray, int], ImageSet] | None = None
     baselines: bool = True
     inception: Callable[[np.ndarray], np.ndarray] | None = None
+    realism: Callable[[ImageSet], np.ndarray] | None = None
     _memo: dict = field(default_factory=dict, repr=False)
     _draws: int = 0
 

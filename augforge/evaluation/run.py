@@ -110,8 +110,13 @@ def evaluate_generator(
 
     generator = generator.to(device) if hasattr(generator, "to") else generator
     generated = sampler(np.full(len(classes), n_per_class), seed)
+    realism = None
+    if discriminator is not None:
+        from augforge.evaluation.filtering import realism as d_logits
+
+        realism = lambda s: d_logits(discriminator, s.images, s.labels, device)  # noqa: E731
     ctx = EvalContext(detector, device, classes, seed=seed, classifier=classifier, image_size=int(cfg.data.image_size),
-                      real_val=sets["val"], sampler=sampler, inception=inception)
+                      real_val=sets["val"], sampler=sampler, inception=inception, realism=realism)
     results = run_evaluators(evaluators, sets["train"], generated, sets[split], ctx,
                              progress=lambda n, r: say(f"{n}: " + ", ".join(f"{k}={v:.4g}" for k, v in list(r.metrics.items())[:6])))
     flat: dict[str, float] = {}
@@ -194,7 +199,7 @@ def evaluate_checkpoint_full(path, *, out_dir=None, tracker=None, track: bool = 
     state = load_checkpoint(path)
     generator, _ = load_generator(state)
     cfg = RunConfig.from_json_dict(state["config"])
-    if "realism" in kwargs.get("filters", ()):
+    if state.get("discriminator"):  # realism filtering, and the policy study's filtered policies
         kwargs["discriminator"] = load_discriminator(state)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(Path(path))
     return _evaluate_tracked(generator, cfg, _source_info(path, state), out_dir, tracker, track, tracking_uri, kwargs)
@@ -272,7 +277,7 @@ def evaluate_onnx_full(path, *, out_dir=None, tracker=None, track: bool = True, 
     run_id = meta.get("training_run_id") or None
     source = {"onnx": str(path), "run_id": run_id, "step": int(meta.get("step") or 0) or None,
               "generator": f"{meta.get('generator', 'onnx')} (ONNX)", "config_from": origin}
-    if "realism" in kwargs.get("filters", ()):
+    if "realism" in kwargs.get("filters", ()) or meta.get("discriminator_file"):
         from augforge.runtime import discriminator_for
 
         kwargs["discriminator"] = discriminator_for(generator.onnx)  # exported beside it (--with-discriminator)

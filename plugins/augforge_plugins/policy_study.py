@@ -8,9 +8,10 @@ The best policy is chosen on **val** only; its **test** gain is reported with me
 seeds, the paired per-seed delta with a 95 % t-interval, and per-class recall deltas.
 
 Filtered policies rank the synthetic pool by the detector's probability of the intended class
-(``label``) and the distance to the nearest training image (``novelty``), with near-copies of
-training images last (``augforge.evaluation.filtering``); the discriminator's realism score is not at hand
-in an evaluation context. ``pretrain-synthetic`` fine-tunes on real only at a tenth of the
+(``label``), the distance to the nearest training image (``novelty``) and, when the evaluation
+has the generator's discriminator (a checkpoint, or an ONNX file exported with
+``--with-discriminator``), its ``realism`` logit, with near-copies of training images last
+(``augforge.evaluation.filtering``). ``pretrain-synthetic`` fine-tunes on real only at a tenth of the
 learning rate. ``:weight=W`` trains with per-item loss weights (W for synthetic items, 1 for real
 ones; ``fit_classifier(sample_weights=...)``), as ``augforge_runtime.Mixed.weight`` gives them.
 """
@@ -88,11 +89,14 @@ class PolicyStudy(Evaluator):
         pool = context.sample(np.ceil(need * (self.filter_pool if filtered else 1.0)).astype(int))
         if not filtered or len(pool) == 0:
             return pool, None
-        label = label_probability(context.detector, pool.images, pool.labels, context.device)
+        scores = {"label": label_probability(context.detector, pool.images, pool.labels, context.device)}
         val = context.real_val
         dist, copies, _ = novelty(pool.images, real_train.images, baseline=val.images, baseline_groups=val.groups,
                                   train_groups=real_train.groups)
-        combined = select(pool.labels, {"label": label, "novelty": dist}, keep=1.0, near_copy=copies).combined
+        scores["novelty"] = dist
+        if context.realism is not None:  # the generator's discriminator, when the evaluation has it
+            scores["realism"] = context.realism(pool)
+        combined = select(pool.labels, scores, keep=1.0, near_copy=copies).combined
         return pool, np.where(copies, -np.inf, combined)  # near-copies only when nothing else is left
 
     def _fit_score(self, train, policy, seed, real_train, real_test, context):
