@@ -89,3 +89,17 @@ def test_readme_links_resolve_and_reach_every_docs_page():
     unlinked = [p.relative_to(ROOT).as_posix() for p in DOCS.rglob("*.md") if p.resolve() not in linked]
     assert not unlinked, f"README does not link these docs pages: {unlinked}"
     assert (ROOT / "benchmarks" / "README.md").resolve() in linked
+
+
+def test_cli_md_shows_each_commands_current_help():
+    """The option tables in docs/cli.md are each command's `--help` (100 columns), verbatim."""
+    from click.testing import CliRunner
+
+    from augforge.cli import cli
+
+    text = (DOCS / "cli.md").read_text()
+    blocks = re.findall(r"^## augforge ([\w-]+)\n.*?```text\n(.*?)```", text, flags=re.M | re.S)
+    assert len(blocks) >= 10
+    for name, shown in blocks:
+        help_text = CliRunner().invoke(cli, [name, "--help"], terminal_width=100).output.replace("Usage: cli ", "Usage: augforge ")
+        assert shown == help_text, f"docs/cli.md: the help of `augforge {name}` is out of date; paste `augforge {name} --help`"

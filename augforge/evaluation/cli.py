@@ -25,7 +25,7 @@ from augforge.errors import ConfigError
 @click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
               help="Local TorchScript Inception-v3 (e.g. NVIDIA's inception-2015-12-05.pt): adds fid_inception/kid_inception.")
 @click.option("--filter", "filter_", default=None, metavar="SCORES",
-              help="Evaluate filtered samples, as `augforge generate --filter` writes them: realism (checkpoints only), label, novelty.")
+              help="Evaluate filtered samples, as `augforge generate --filter` writes them: realism (a checkpoint, or ONNX exported --with-discriminator), label, novelty.")
 @click.option("--keep", type=float, default=0.5, show_default=True, help="With --filter: share of draws kept per class.")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
               help="Real held-out lesions to compare against: test to report, val to choose among generators.")
