@@ -63,6 +63,18 @@ def test_detector_is_trained_once_and_cached(cfg, fast_detector, monkeypatch, tm
         evaluate.get_detector(cfg, arrays, other)
 
 
+def test_detector_does_not_depend_on_what_the_process_drew_before(cfg, fast_detector, monkeypatch, tmp_path):
+    arrays, splits = evaluate.load_data(cfg)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    outputs = []
+    for i, draws in enumerate((0, 1000)):
+        monkeypatch.setenv("AUGFORGE_CACHE_DIR", str(tmp_path / f"cache{i}"))  # no cache: train each time
+        torch.manual_seed(123)
+        torch.rand(draws)  # e.g. a generator built before the detector
+        outputs.append(evaluate.get_detector(cfg, arrays, splits)(x))
+    assert torch.equal(outputs[0], outputs[1])
+
+
 def test_sample_images_is_deterministic_and_jpeg_is_applied(fakes):
     g = registry.build("generator", "fake", image_size=16, num_classes=2, latent_dim=8)
     a = evaluate.sample_images(g, [3, 2], ["nv", "mel"], seed=7, device="cpu")
