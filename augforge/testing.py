@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from augforge import registry
-from augforge.interfaces import Classifier, Dataset, Discriminator, EvalResult, Evaluator, Generator, ImageSet
+from augforge.interfaces import Classifier, Dataset, Discriminator, EvalResult, Generator, ImageSet
 from augforge.plugins import hookimpl
 
 # --------------------------------------------------------------------------------------------

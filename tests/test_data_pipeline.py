@@ -1,6 +1,5 @@
 """Decode-once cache, grouped/stratified splits, sampler, augmentations, filters."""
 
-import os
 
 import numpy as np
 import pandas as pd
@@ -13,7 +12,6 @@ from augforge import config
 from augforge.data import filters
 from augforge import data as D
 from augforge.errors import ConfigError
-from augforge.imageio import read_rgb
 from augforge.interfaces import Dataset
 
 

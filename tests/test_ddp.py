@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from augforge.checkpoint import load_checkpoint

@@ -8,7 +8,7 @@ from augforge import config, registry
 
 from augforge import evaluation as evaluate
 from augforge.interfaces import ImageSet
-from augforge_runtime.policies import mix, parse_policy
+from augforge_runtime.policies import mix
 
 FAKE = {
     "data.name": "fake-blobs", "dataset.n_per_class": "40", "dataset.size": "32", "data.image_size": "16",
