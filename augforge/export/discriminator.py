@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from augforge_runtime.realism import DISCRIMINATOR_FORMAT, discriminator_path_for
-from augforge.export.onnx import ExportError, PARITY_BATCHES, bake, write_checked
+from augforge.export.onnx import PARITY_BATCHES, ExportError, bake, class_props, write_checked
 
 PARITY_ATOL = 1e-3  # logits are unbounded (|logit| ~ 1-20); 1e-3 is far below a filtering decision's scale
 
@@ -92,19 +92,12 @@ def export_discriminator(discriminator, generator_path: str | os.PathLike, metad
     import json
 
     size = int(metadata["image_size"])
-    k = int(getattr(discriminator, "num_classes", 0))
-    names = list(metadata.get("class_names") or [])
-    if k and len(names) != k:
-        raise ExportError(f"discriminator has {k} classes but the generator's metadata names {len(names)}: {names}")
-    conditional = bool(getattr(discriminator, "conditional", False))
+    props = class_props(discriminator, metadata, DISCRIMINATOR_FORMAT, what="discriminator")
+    k, conditional = int(props["num_classes"]), json.loads(props["conditional"])
     inputs = {"image": f"uint8 [batch, {size}, {size}, 3], RGB"}
     if conditional:
         inputs["label"] = f"int64 [batch] in 0..{k - 1}, the index into class_names"
-    props = {
-        "format": DISCRIMINATOR_FORMAT,
-        "class_names": json.dumps(names),
-        "num_classes": str(k),
-        "conditional": json.dumps(conditional),
+    props |= {
         "image_size": str(size),
         "inputs": json.dumps(inputs),
         "output": "realism float32 [batch]: the discriminator's logit, higher = judged more real",

@@ -273,21 +273,25 @@ def _torch_version() -> str:
     return torch.__version__
 
 
-def _metadata_props(generator, metadata: dict[str, Any], uint8: bool) -> dict[str, str]:
+def class_props(model, metadata: dict[str, Any], fmt: str, what: str = "generator") -> dict[str, str]:
+    """The properties every augforge ONNX file starts with: its ``format`` and the classes the
+    ``model`` (``what``: generator or discriminator) was trained on, checked against ``metadata``."""
     class_names = list(metadata.get("class_names") or [])
-    k = int(getattr(generator, "num_classes", 0))
+    k = int(getattr(model, "num_classes", 0))
     if k and len(class_names) != k:
-        raise ExportError(f"generator has {k} classes but metadata names {len(class_names)}: {class_names}")
-    conditional = bool(getattr(generator, "conditional", False))
+        raise ExportError(f"{what} has {k} classes but metadata names {len(class_names)}: {class_names}")
+    return {"format": fmt, "class_names": json.dumps(class_names), "num_classes": str(k),
+            "conditional": json.dumps(bool(getattr(model, "conditional", False)))}
+
+
+def _metadata_props(generator, metadata: dict[str, Any], uint8: bool) -> dict[str, str]:
+    props = class_props(generator, metadata, FORMAT)
+    k, conditional = int(props["num_classes"]), json.loads(props["conditional"])
     latent = int(generator.latent_dim)
     inputs = {"z": f"float32 [batch, {latent}], each entry drawn independently from N(0, 1)"}
     if conditional:
         inputs["label"] = f"int64 [batch] in 0..{k - 1}, the index into class_names (the graph does not check it)"
-    props = {
-        "format": FORMAT,
-        "class_names": json.dumps(class_names),
-        "num_classes": str(k),
-        "conditional": json.dumps(conditional),
+    props |= {
         "latent_dim": str(latent),
         "latent_distribution": LATENT_DISTRIBUTION,  # z ~ N(0, 1): what the generator was trained on
         "inputs": json.dumps(inputs),
