@@ -10,7 +10,8 @@ Each recipe is an `augforge train` command line (a preset plus `--set` overrides
 the shared HAM10000 sample at 64 px for ``--minutes`` of wall time (`train.max_minutes`) with
 ``--threads`` torch threads; ``--parallel`` recipes run side by side so they meet the same
 load. Every ``--eval-minutes`` the in-training evaluator scores the EMA generator on the
-**val** split: KID (keeps `best.pt`), FID, detection rate per class, precision/recall and
+**val** split: KID (keeps `best.pt`, unless the recipe's preset names another
+``train.eval_metric``: ``modern-cpu`` keeps it by FID), FID, detection rate per class, precision/recall and
 blockiness, with the minutes of training and of process CPU as x-axes. At the end the best
 checkpoint of each run is evaluated once on the **test** split (`augforge evaluate --best`:
 one c2st judge, blockiness at 4/8/16 px, KID, FID, detection rate, precision/recall,
