@@ -285,3 +285,42 @@ def test_register_into_a_finished_run_keeps_its_status(fakes, tmp_path):
     # models:/...@champion comes with the augmentation policy measured for it
     assert mv.tags["augforge.recommended_policy"] == "ratio:0.5:filtered"
     assert mv.tags["augforge.recommended_policy_evidence"] == "gain +0.02"
+
+
+def test_recommendations_come_from_the_newest_linked_evaluation_too(tmp_path):
+    """A policy study that ran while the training run was open tagged a linked evaluation run:
+    export --register must still find it, and a newer study wins over an older one."""
+    import time
+
+    import mlflow
+
+    from augforge.export.sources import recommendations
+    from augforge.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    training = MlflowTracker(uri, "augforge").start(run_name="training")
+    run_id = training.run_id
+    training.end("FINISHED")
+    assert recommendations(client, run_id) == {}
+
+    def study(tags: dict, on_training_run: bool) -> None:
+        time.sleep(0.01)  # distinct end times (ms)
+        if on_training_run:
+            t = MlflowTracker(uri, "augforge").start(run_id=run_id)
+        else:
+            t = MlflowTracker(uri, "augforge").start(run_name="eval", tags={"augforge.source_run_id": run_id})
+        t.set_tags(tags)
+        t.end("FINISHED")
+
+    study({"augforge.eval.recommended_policy": "ratio:0.5"}, on_training_run=False)
+    assert recommendations(client, run_id) == {"augforge.recommended_policy": "ratio:0.5"}
+    study({"augforge.eval.recommended_policy": "balanced:filtered"}, on_training_run=True)
+    assert recommendations(client, run_id) == {"augforge.recommended_policy": "balanced:filtered"}
+    study({"augforge.eval.recommended_policy": "top-up"}, on_training_run=False)
+    assert recommendations(client, run_id) == {"augforge.recommended_policy": "top-up"}
+    # an evaluation of another run never leaks into this one
+    other = MlflowTracker(uri, "augforge").start(run_name="other-eval", tags={"augforge.source_run_id": "elsewhere"})
+    other.set_tags({"augforge.eval.recommended_policy": "ratio:1"})
+    other.end("FINISHED")
+    assert recommendations(client, run_id) == {"augforge.recommended_policy": "top-up"}

@@ -148,15 +148,26 @@ def _mkdir(p: Path) -> Path:
 
 def recommendations(client, run_id: str | None) -> dict[str, str]:
     """The training run's ``augforge.eval.recommended_*`` tags (e.g. the policy study's chosen
-    augmentation policy), renamed ``augforge.recommended_*`` for its model version."""
+    augmentation policy), renamed ``augforge.recommended_*`` for its model version.
+
+    An evaluation that started while the training run was open (still training, or reopened
+    by another evaluation) tags a linked run (``augforge.source_run_id``) instead; the run that
+    ended last among the training run and its linked evaluations wins, so a newer study is
+    never shadowed by an older one."""
     if not run_id:
         return {}
     try:
-        run_tags = client.get_run(run_id).data.tags
+        run = client.get_run(run_id)
     except Exception:  # a file exported elsewhere: its training run is not in this store
         return {}
+    linked = client.search_runs([run.info.experiment_id], f"tags.`augforge.source_run_id` = '{run_id}'")
     prefix = "augforge.eval.recommended_"
-    return {"augforge.recommended_" + k[len(prefix):]: v for k, v in run_tags.items() if k.startswith(prefix)}
+    found = []
+    for r in [run, *linked]:
+        tags = {"augforge.recommended_" + k[len(prefix):]: v for k, v in r.data.tags.items() if k.startswith(prefix)}
+        if tags:
+            found.append((r.info.end_time or r.info.start_time or 0, tags))
+    return max(found, key=lambda item: item[0])[1] if found else {}
 
 
 def _set_alias(client, name: str, alias: str, version: str, attempts: int = 5) -> None:
