@@ -309,7 +309,7 @@ def test_recommendations_come_from_the_newest_linked_evaluation_too(tmp_path):
         if on_training_run:
             t = MlflowTracker(uri, "augforge").start(run_id=run_id)
         else:
-            t = MlflowTracker(uri, "augforge").start(run_name="eval", tags={"augforge.source_run_id": run_id})
+            t = MlflowTracker(uri, "augforge").start(run_name="eval", tags={"augforge.kind": "evaluation", "augforge.source_run_id": run_id})
         t.set_tags(tags)
         t.end("FINISHED")
 
@@ -320,7 +320,12 @@ def test_recommendations_come_from_the_newest_linked_evaluation_too(tmp_path):
     study({"augforge.eval.recommended_policy": "top-up"}, on_training_run=False)
     assert recommendations(client, run_id) == {"augforge.recommended_policy": "top-up"}
     # an evaluation of another run never leaks into this one
-    other = MlflowTracker(uri, "augforge").start(run_name="other-eval", tags={"augforge.source_run_id": "elsewhere"})
+    other = MlflowTracker(uri, "augforge").start(run_name="other-eval", tags={"augforge.kind": "evaluation", "augforge.source_run_id": "elsewhere"})
     other.set_tags({"augforge.eval.recommended_policy": "ratio:1"})
     other.end("FINISHED")
+    # nor does a resumed copy of the training run (same source tag, another generator), however new
+    time.sleep(0.01)
+    copy = MlflowTracker(uri, "augforge").start(run_name="copy", tags={"augforge.source_run_id": run_id})
+    copy.set_tags({"augforge.eval.recommended_policy": "ratio:0.25"})
+    copy.end("FINISHED")
     assert recommendations(client, run_id) == {"augforge.recommended_policy": "top-up"}

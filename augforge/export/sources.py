@@ -160,7 +160,10 @@ def recommendations(client, run_id: str | None) -> dict[str, str]:
         run = client.get_run(run_id)
     except Exception:  # a file exported elsewhere: its training run is not in this store
         return {}
-    linked = client.search_runs([run.info.experiment_id], f"tags.`augforge.source_run_id` = '{run_id}'")
+    # evaluations only: a resumed copy of the training run carries the same source tag (augforge.runs.source_tags)
+    # but is another generator, whose recommendations are not this one's
+    linked = client.search_runs([run.info.experiment_id],
+                                f"tags.`augforge.source_run_id` = '{run_id}' and tags.`augforge.kind` = 'evaluation'")
     prefix = "augforge.eval.recommended_"
     found = []
     for r in [run, *linked]:
