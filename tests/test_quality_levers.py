@@ -142,6 +142,29 @@ def test_wall_budget_stops_cleanly_keeps_best_and_says_why(tmp_path, fakes, monk
     assert result.metrics["train_minutes"] == 2.0
 
 
+def test_progress_eta_ends_at_the_budget_on_its_own_clock(monkeypatch):
+    import types
+
+    import augforge.training.budget
+    import augforge.training.progress
+    from augforge.training.budget import Budget
+    from augforge.training.progress import Progress
+
+    clock = {"budget": 0.0, "wall": 0.0}
+    monkeypatch.setattr(augforge.training.budget, "wall_clock", lambda: clock["budget"])
+    monkeypatch.setattr(augforge.training.progress.time, "perf_counter", lambda: clock["wall"])
+    t = types.SimpleNamespace(max_minutes=10.0, budget_clock="wall", eval_every_minutes=0.0)
+    budget = Budget(t, before=120.0)  # a resumed run: 2 of its 10 minutes were spent before
+    progress = Progress(10**7, 0, enabled=True, images_per_step=32, budget=budget)
+    by_steps, no_budget = Progress(2000, 0, True, 32, budget), Progress(2000, 0, True, 32)
+    budget.begin()
+    clock["budget"], clock["wall"] = 60.0, 120.0  # the budget's clock runs at half the wall's (a shared core)
+    # 7 budget minutes are left, 14 wall minutes at the measured ratio; 10^7 steps would take days
+    assert progress.eta(1000, 1000 / 120.0, 120.0) == pytest.approx(14 * 60.0)
+    assert by_steps.eta(1000, 10.0, 120.0) == pytest.approx(100.0)  # the steps end first
+    assert no_budget.eta(1000, 10.0, 120.0) == pytest.approx(100.0)  # no budget: steps only
+
+
 def test_option_errors_name_the_key(tmp_path, fakes):
     with pytest.raises(ConfigError, match="train.cr_weight > 0 .* set train.diffaug"):
         run(fake_cfg(tmp_path, train__cr_weight=1.0))

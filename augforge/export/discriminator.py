@@ -23,34 +23,18 @@ from typing import Any
 import numpy as np
 
 from augforge_runtime.realism import DISCRIMINATOR_FORMAT, discriminator_path_for
-from augforge.export.onnx import PARITY_BATCHES, ExportError, bake, class_props, write_checked
+from augforge.export.onnx import PARITY_BATCHES, ExportError, class_props, framed, write_checked
 
 PARITY_ATOL = 1e-3  # logits are unbounded (|logit| ~ 1-20); 1e-3 is far below a filtering decision's scale
 
 
 def export_module(discriminator):
     """``(image uint8 NHWC[, label]) -> realism float[batch]``: D behind the runtime's image layout."""
-    from torch import nn
 
-    baked = bake(discriminator)
-    conditional = bool(getattr(discriminator, "conditional", False))
+    def scale(image):  # same as augforge.evaluation.classify.to_tensor
+        return image.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
-    class Exported(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.discriminator = baked
-
-        def _scale(self, image):  # same as augforge.evaluation.classify.to_tensor
-            return image.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-        if conditional:
-            def forward(self, image, label):
-                return self.discriminator(self._scale(image), label).float().reshape(-1)
-        else:
-            def forward(self, image):
-                return self.discriminator(self._scale(image), None).float().reshape(-1)
-
-    return Exported().eval()
+    return framed(discriminator, scale, lambda logit: logit.float().reshape(-1))
 
 
 def _example(discriminator, image_size: int, batch: int, rng: np.random.Generator):
@@ -71,7 +55,7 @@ def parity_check(module, onnx_path: str | os.PathLike, image_size: int, batches=
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     worst = 0.0
     for b in batches:
-        args = _example(module.discriminator, image_size, b, rng)
+        args = _example(module.net, image_size, b, rng)
         with torch.no_grad():
             ref = module(*args).numpy()
         out = sess.run(["realism"], {n: a.numpy() for n, a in zip(["image", "label"], args)})[0]

@@ -82,32 +82,40 @@ def bake(generator):
     return g
 
 
+def framed(net, pre, post):
+    """``post(net(pre(x)[, label]))`` as an exportable module around the baked ``net``.
+
+    ``pre`` and ``post`` convert between the file's layout and the network's [-1, 1] NCHW one;
+    ``label`` is an input only where ``net`` is conditional, so the graph's inputs match it.
+    """
+    from torch import nn
+
+    baked = bake(net)
+    conditional = bool(getattr(net, "conditional", False))
+
+    class Framed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = baked
+
+        if conditional:
+            def forward(self, x, label):
+                return post(self.net(pre(x), label))
+        else:
+            def forward(self, x):
+                return post(self.net(pre(x), None))
+
+    return Framed().eval()
+
+
 def export_module(generator, uint8: bool = False):
     """The ``torch.nn.Module`` that is exported: ``(z[, label]) -> image`` in the file's layout."""
     import torch
-    from torch import nn
 
-    baked = bake(generator)
-    conditional = bool(getattr(generator, "conditional", False))
+    def to_uint8_nhwc(x):  # range checked by check_output before export; the clamp only guards rounding
+        return ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
 
-    class Exported(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.generator = baked
-
-        def _post(self, x):
-            if uint8:  # range checked by check_output before export; the clamp only guards rounding
-                x = ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
-            return x
-
-        if conditional:
-            def forward(self, z, label):
-                return self._post(self.generator(z, label))
-        else:
-            def forward(self, z):
-                return self._post(self.generator(z, None))
-
-    return Exported().eval()
+    return framed(generator, lambda z: z, to_uint8_nhwc if uint8 else (lambda x: x))
 
 
 def _example(generator, batch: int, rng: np.random.Generator):
@@ -131,7 +139,7 @@ def _torch_export(module, args, path: Path, dynamo: bool, inputs=("z", "label"),
             batch = torch.export.Dim("batch", min=1, max=65536)
             torch.onnx.export(
                 module, args, str(path), input_names=names, output_names=[output], dynamo=True,
-                dynamic_shapes={n: {0: batch} for n in names}, external_data=False, verbose=False, optimize=True,
+                dynamic_shapes=tuple({0: batch} for _ in names),  # positional: forward's own argument names do not matter external_data=False, verbose=False, optimize=True,
             )
         else:
             torch.onnx.export(
@@ -152,7 +160,7 @@ def parity_check(module, onnx_path: str | os.PathLike, batches=PARITY_BATCHES, s
 
     rng = np.random.default_rng(seed)  # None: fresh entropy, as the contract asks
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    gen = module.generator
+    gen = module.net
     worst = 0.0
     for b in batches:
         args = _example(gen, b, rng)

@@ -173,7 +173,7 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
     # ---- 6. the loop (SIGINT/SIGTERM: finish the step, checkpoint, leave cleanly) -------------------
     status, error, last_metrics = "FINISHED", None, {}
     signals = StopSignals()
-    progress = Progress(t.steps, s.step, enabled=dist.main, images_per_step=t.batch_size * dist.world)
+    progress = Progress(t.steps, s.step, enabled=dist.main, images_per_step=t.batch_size * dist.world, budget=budget)
     sample_gap = max(1, t.steps // 100)  # sample_every=0: once per epoch, at most ~100 grids a run
     budget.begin()  # the budget counts the loop, not the set-up (decoding, detector)
     s.win_time["start"] = time.perf_counter()

@@ -11,8 +11,9 @@ import time
 class Progress:
     """tqdm bar on a terminal (step, images/s, losses, ETA); a log line every 30 s otherwise."""
 
-    def __init__(self, total: int, start: int, enabled: bool, images_per_step: int):
-        self.enabled, self.total, self.start, self.ips = enabled, total, start, images_per_step
+    def __init__(self, total: int, start: int, enabled: bool, images_per_step: int, budget=None):
+        """``budget``: the run's ``Budget``; with ``train.max_minutes`` set, the ETA is whichever ends first."""
+        self.enabled, self.total, self.start, self.ips, self.budget = enabled, total, start, images_per_step, budget
         self.t0 = time.perf_counter()
         self.last_line = self.t0
         self.losses = ""
@@ -37,9 +38,22 @@ class Progress:
             return
         if now - self.last_line >= 30 or step == self.total:
             self.last_line = now
-            eta = (self.total - step) / max(rate, 1e-9)
             print(f"step {step}/{self.total} {rate * self.ips:.1f} img/s ({rate:.3f} steps/s) {self.losses} "
-                  f"ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
+                  f"ETA {self.eta(step, rate, now) / 60:.1f} min", file=sys.stderr, flush=True)
+
+    def eta(self, step: int, rate: float, now: float) -> float:
+        """Wall seconds left: to the last step, or to the end of the minutes budget if that comes first.
+
+        The budget may count CPU seconds (``train.budget_clock=cpu``), so its remainder is turned
+        into wall seconds at the ratio measured since the loop started.
+        """
+        left = (self.total - step) / max(rate, 1e-9)
+        b = self.budget
+        if b is not None and b.t.max_minutes > 0:
+            used = b.seconds() - b.before  # budget seconds of this session, same span as now - t0
+            budget_left = max(60.0 * b.t.max_minutes - b.seconds(), 0.0)
+            left = min(left, budget_left * (now - self.t0) / max(used, 1e-9))
+        return left
 
     def close(self) -> None:
         if self.bar is not None:
