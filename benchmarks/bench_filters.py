@@ -21,7 +21,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from augforge.data import filters
+from augforge.data import filters  # noqa: E402
 from augforge.imageio import read_rgb  # noqa: E402
 
 

@@ -123,23 +123,33 @@ def run(args) -> None:
 
 
 def evaluate(args) -> None:
+    """The final test-split evaluation of each recipe's latest race run, ``--parallel`` side by side."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(_tracking_uri())
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.eval_threads), "MKL_NUM_THREADS": str(args.eval_threads)}
+    jobs = []
     for name in _names(args.recipes):
         r = _latest_run(client, name)
         if r is None:
             print(f"  {name}: no race run tracked; skipped", flush=True)
             continue
-        out = OUT / f"eval_{name}"
         cmd = [sys.executable, "-m", "augforge.cli", "evaluate", "--run", r.info.run_id, "--best", "--metrics", FINAL_METRICS,
                "--n-per-class", str(args.n_per_class), "--jpeg-quality", "75", "--set", f"c2st.repeats={args.judges}",
-               "--out", str(out)]
-        print(f"[{time.strftime('%H:%M:%S')}] evaluating {name} (run {r.info.run_id}, best checkpoint, test split)", flush=True)
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"  {name}: evaluation failed:\n{proc.stderr[-2000:]}", flush=True)
+               "--out", str(OUT / f"eval_{name}")]
+        jobs.append((name, r.info.run_id, cmd))
+    running: list[tuple[str, subprocess.Popen]] = []
+    while jobs or running:
+        while jobs and len(running) < args.parallel:
+            name, run_id, cmd = jobs.pop(0)
+            print(f"[{time.strftime('%H:%M:%S')}] evaluating {name} (run {run_id}, best checkpoint, test split)", flush=True)
+            running.append((name, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(OUT / f"eval_{name}.log", "w"),
+                                                   stderr=subprocess.STDOUT)))
+        time.sleep(2)
+        for name, proc in [(n, p) for n, p in running if p.poll() is not None]:
+            running.remove((name, proc))
+            if proc.returncode != 0:
+                print(f"  {name}: evaluation failed (exit {proc.returncode}); see {OUT / f'eval_{name}.log'}", flush=True)
 
 
 def _history(client, run_id: str, key: str, prefix: str = "val/") -> dict[int, float]:
@@ -273,7 +283,8 @@ def main(argv=None) -> None:
     p.add_argument("--clock", choices=["wall", "cpu"], default="cpu",
                    help="what the budget counts (train.budget_clock); cpu stays fair when more recipes than cores share the machine")
     p.add_argument("--threads", type=int, default=1, help="torch threads per recipe")
-    p.add_argument("--parallel", type=int, default=2, help="recipes trained side by side")
+    p.add_argument("--parallel", type=int, default=2, help="recipes trained (and finally evaluated) side by side")
+    p.add_argument("--eval-threads", type=int, default=1, help="torch threads of each final evaluation")
     p.add_argument("--eval-minutes", type=float, default=5.0, help="in-training evaluation period (minutes)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--n-per-class", type=int, default=200, help="generated images per class in the final evaluation")

@@ -139,7 +139,8 @@ def _torch_export(module, args, path: Path, dynamo: bool, inputs=("z", "label"),
             batch = torch.export.Dim("batch", min=1, max=65536)
             torch.onnx.export(
                 module, args, str(path), input_names=names, output_names=[output], dynamo=True,
-                dynamic_shapes=tuple({0: batch} for _ in names),  # positional: forward's own argument names do not matter external_data=False, verbose=False, optimize=True,
+                dynamic_shapes=tuple({0: batch} for _ in names),  # by position: forward's own argument names do not matter
+                external_data=False, verbose=False, optimize=True,
             )
         else:
             torch.onnx.export(
