@@ -176,6 +176,7 @@ def report(args) -> dict:
         # time for wall-clock runs, which at one thread on an otherwise reserved core is CPU time too)
         minutes = _history(client, rid, "train_minutes")
         cpu = _history(client, rid, "process_cpu_minutes")
+        chosen_by = params.get("train.eval_metric", "kid")  # what kept best.pt (modern-cpu: fid)
         series = {k: _history(client, rid, k) for k in ("kid", "fid", "recall", "precision", "detection_rate", "blockiness_8")}
         steps = sorted(minutes)
         curves[name] = {"minutes": [minutes[s] for s in steps], "cpu_minutes": [cpu.get(s) for s in steps],
@@ -184,8 +185,8 @@ def report(args) -> dict:
         metrics_file = OUT / f"eval_{name}" / "metrics.json"
         if metrics_file.exists():
             final = json.loads(metrics_file.read_text())
-        kid = series["kid"]
-        best_step = min(kid, key=kid.get) if kid else None
+        kept = series.get(chosen_by) or _history(client, rid, chosen_by)
+        best_step = min(kept, key=kept.get) if kept else None
         ips = list(_history(client, rid, "images_per_s", prefix="train/").values())
         batch = int(params.get("train.batch_size", 0) or 0)
         last_step = max(steps) if steps else 0
@@ -195,7 +196,8 @@ def report(args) -> dict:
             "images_per_s": sorted(ips)[len(ips) // 2] if ips else None,
             "train_minutes": minutes.get(last_step), "cpu_minutes": cpu.get(last_step),
             "best_step": best_step, "best_minute": minutes.get(best_step) if best_step else None,
-            "val_kid_best": kid.get(best_step) if best_step else None,
+            "chosen_by": chosen_by, "val_best": kept.get(best_step) if best_step else None,
+            "val_kid_at_best": series["kid"].get(best_step) if best_step else None,
             "val_fid_at_best": series["fid"].get(best_step) if best_step else None,
             "val_recall_at_best": series["recall"].get(best_step) if best_step else None,
             "val_blockiness_8_at_best": series["blockiness_8"].get(best_step) if best_step else None,
@@ -236,7 +238,7 @@ def _fmt(v, spec=".3g") -> str:
 
 
 def _table(rows: list[dict]) -> str:
-    head = ("| recipe | steps | images | img/s | best val KID (min) | val FID | val recall | test KID | test FID "
+    head = ("| recipe | steps | images | img/s | best.pt: val metric (min) | val FID | val recall | test KID | test FID "
             "| test precision / recall | c2st (1 judge) | det. nv / mel / bkl / bcc % | blockiness 4 / 8 / 16 px | memorization |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -245,7 +247,7 @@ def _table(rows: list[dict]) -> str:
         blk = " / ".join(_fmt(r[f"test_blockiness_{b}"], ".2f") for b in (4, 8, 16))
         lines.append(
             f"| {r['recipe']} | {r['steps']} | {r['images_seen'] // 1000}k | {_fmt(r['images_per_s'], '.1f')} "
-            f"| {_fmt(r['val_kid_best'])} ({_fmt(r['best_minute'], '.0f')}) | {_fmt(r['val_fid_at_best'])} "
+            f"| {r['chosen_by']} {_fmt(r['val_best'])} ({_fmt(r['best_minute'], '.0f')}) | {_fmt(r['val_fid_at_best'])} "
             f"| {_fmt(r['val_recall_at_best'], '.2f')} | {_fmt(r['test_kid'])} | {_fmt(r['test_fid'])} "
             f"| {_fmt(r['test_precision'], '.2f')} / {_fmt(r['test_recall'], '.2f')} | {_fmt(r['test_c2st_accuracy'], '.3f')} "
             f"| {det} | {blk} | {_fmt(None if r['test_memorization'] is None else 100 * r['test_memorization'], '.2f')} % |")
