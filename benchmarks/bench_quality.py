@@ -225,7 +225,7 @@ def report(args) -> dict:
         ax.set_xlabel("training CPU minutes (1 thread)")
         if key in ("kid", "fid"):
             ax.set_yscale("log")
-    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)  # every recipe logs FID; KID only where it keeps best.pt
     fig.tight_layout()
     fig.savefig(OUT / "race_curves.png", dpi=110)
     print(_table(rows))
