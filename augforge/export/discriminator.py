@@ -30,7 +30,6 @@ PARITY_ATOL = 1e-3  # logits are unbounded (|logit| ~ 1-20); 1e-3 is far below a
 
 def export_module(discriminator):
     """``(image uint8 NHWC[, label]) -> realism float[batch]``: D behind the runtime's image layout."""
-
     def scale(image):  # same as augforge.evaluation.classify.to_tensor
         return image.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 

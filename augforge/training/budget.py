@@ -31,6 +31,10 @@ class Budget:
         """Seconds (wall or CPU) this run has trained, earlier sessions included."""
         return self.before + self.tick() - self.start
 
+    def left(self) -> float | None:
+        """Seconds (wall or CPU) left of ``train.max_minutes``; ``None`` when the run has no budget."""
+        return max(60.0 * self.t.max_minutes - self.seconds(), 0.0) if self.t.max_minutes > 0 else None
+
     def spent(self) -> bool:
         return self.t.max_minutes > 0 and self.seconds() >= 60.0 * self.t.max_minutes
 

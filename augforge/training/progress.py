@@ -48,10 +48,9 @@ class Progress:
         into wall seconds at the ratio measured since the loop started.
         """
         left = (self.total - step) / max(rate, 1e-9)
-        b = self.budget
-        if b is not None and b.t.max_minutes > 0:
-            used = b.seconds() - b.before  # budget seconds of this session, same span as now - t0
-            budget_left = max(60.0 * b.t.max_minutes - b.seconds(), 0.0)
+        budget_left = self.budget.left() if self.budget is not None else None
+        if budget_left is not None:
+            used = self.budget.seconds() - self.budget.before  # budget seconds of this session, same span as now - t0
             left = min(left, budget_left * (now - self.t0) / max(used, 1e-9))
         return left
 
