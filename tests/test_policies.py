@@ -35,7 +35,15 @@ def test_balanced_brings_every_class_to_the_largest():
     assert set((REAL + add).tolist()) == {100}
 
 
+def test_none_adds_nothing_and_mixes_nothing():
+    """``none``: what the policy study recommends when no policy beat real only on val."""
+    assert parse_policy("none").synthetic_counts(REAL).tolist() == [0] * 5
+    _, synth = _synth()
+    assert mix(np.repeat(np.arange(5), REAL), synth, "none", seed=0).tolist() == []
+
+
 @pytest.mark.parametrize("text, expect", [
+    ("none", Policy("none")),
     ("top-up:669", Policy("top-up", 669)),
     ("ratio:0.5", Policy("ratio", 0.5)),
     ("balanced", Policy("balanced")),
@@ -52,7 +60,8 @@ def test_parse_and_canonical_round_trip(text, expect):
 
 
 @pytest.mark.parametrize("text", ["", "ratio", "ratio:x", "top-up:-3", "top-up:2.5", "random", "balanced:filtered:filtered",
-                                  "balanced:weight=0", "pretrain-synthetic", "ratio:1:sharp"])
+                                  "balanced:weight=0", "pretrain-synthetic", "ratio:1:sharp",
+                                  "none:3", "none:filtered", "pretrain-synthetic:none", "none:weight=0.5"])
 def test_bad_policies_fail_listing_the_valid_forms(text):
     with pytest.raises(PolicyError) as err:
         parse_policy(text)

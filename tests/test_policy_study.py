@@ -80,16 +80,25 @@ def test_policy_study_mechanics(sets, monkeypatch):
                 want = pool.images[mix(train.labels, pool.labels, p, seed=seed)]
                 assert np.array_equal(got.images[len(train):], want)
     assert unfiltered
-    # the chosen policy has the best val gain; its metrics are its paired test deltas
-    chosen = table[table.chosen].iloc[0]
-    assert chosen.val_gain_mean == table.val_gain_mean.max()
+    # the best mixing policy has the best val gain; its metrics are its paired test deltas
+    best = table.loc[table.val_gain_mean.idxmax()]
     base = runs[runs.policy == "real"].set_index("seed").test_bacc
-    mine = runs[runs.policy == chosen.policy].set_index("seed").test_bacc
+    mine = runs[runs.policy == best.policy].set_index("seed").test_bacc
     deltas = (mine - base).to_numpy()
-    assert m["policy_study_gain"] == pytest.approx(deltas.mean())
+    assert m["policy_study_best_mixing_index"] == list(table.policy).index(best.policy)
+    assert m["policy_study_best_mixing_gain"] == pytest.approx(deltas.mean())
     half = 12.706204736174707 * deltas.std(ddof=1) / np.sqrt(2)  # t(0.975, df=1)
-    assert m["policy_study_gain_ci_low"] == pytest.approx(deltas.mean() - half)
-    assert m["policy_study_gain_ci_high"] == pytest.approx(deltas.mean() + half)
+    assert m["policy_study_best_mixing_gain_ci_low"] == pytest.approx(deltas.mean() - half)
+    assert m["policy_study_best_mixing_gain_ci_high"] == pytest.approx(deltas.mean() + half)
+    # it is recommended only when it beat real only on val; else "none", whose gain is 0 by construction
+    if best.val_gain_mean > 0:
+        assert res.tags["recommended_policy"] == best.policy and table.chosen.tolist() == list(table.policy == best.policy)
+        assert m["policy_study_gain"] == m["policy_study_best_mixing_gain"]
+        assert m["policy_study_gain_ci_low"] == pytest.approx(deltas.mean() - half)
+    else:
+        assert res.tags["recommended_policy"] == "none" and not table.chosen.any()
+        assert m["policy_study_gain"] == m["policy_study_gain_ci_low"] == m["policy_study_gain_ci_high"] == 0.0
+        assert m["policy_study_chosen_index"] == -1
     assert set(res.tables["policy_study_recall_delta"]["class"]) == {"nv", "mel"}
     fig = res.figures["policy_study_gain"]
     assert fig.dtype == np.uint8 and fig.ndim == 3 and fig.shape[2] == 3 and fig.shape[0] > 100
@@ -141,7 +150,32 @@ def test_policy_study_trains_weighted_policies_with_their_weight(sets, monkeypat
     assert n_w > len(train) and w.tolist() == [1.0] * len(train) + [0.25] * (n_w - len(train))
 
 
+@pytest.mark.parametrize("margin, want", [(-1.0, "ratio:0.5"), (1.0, "none")])
+def test_policy_study_recommends_none_unless_a_policy_beats_real_only_on_val(sets, monkeypatch, margin, want):
+    """The same runs, two thresholds: a policy is recommended only when its val gain clears min_val_gain."""
+    train = _imbalanced(sets["train"])
+    g = registry.build("generator", "fake", image_size=16, num_classes=2, latent_dim=8)
+    ctx = _context(train, sets["val"], lambda counts, seed: evaluate.sample_images(g, counts, ["nv", "mel"], seed=seed, device="cpu"), [])
+    ev = registry.build("evaluator", "policy-study", policies=["top-up", "ratio:0.5"], seeds=2, epochs=1, min_val_gain=margin)
+    calls = iter(range(100))
+    # val/test balanced accuracy by call order: per seed real, top-up, ratio:0.5 -> ratio:0.5 is best on val (+0.2)
+    fixed = {0: (0.5, 0.5), 1: (0.4, 0.45), 2: (0.7, 0.4)}
+    monkeypatch.setattr(type(ev), "_fit_score", lambda self, *a, **kw: (lambda i: {
+        "val_bacc": fixed[i % 3][0], "test_bacc": fixed[i % 3][1] + 0.01 * (i // 3), "recall_nv": 0.5, "recall_mel": 0.5})(next(calls)))
+    res = ev.evaluate(train, None, sets["test"], ctx)
+    m = res.metrics
+    assert res.tags["recommended_policy"] == want
+    assert m["policy_study_best_mixing_index"] == 1 and m["policy_study_best_mixing_gain"] == pytest.approx(-0.1)
+    if want == "none":
+        assert m["policy_study_gain"] == 0.0 and m["policy_study_chosen_index"] == -1
+        assert "no policy beat real only on val (best ratio:0.5" in res.tags["recommended_policy_evidence"]
+    else:
+        assert m["policy_study_gain"] == pytest.approx(-0.1) and m["policy_study_chosen_index"] == 1
+
+
 def test_policy_study_options_fail_loudly(fakes):
+    with pytest.raises(ValueError, match="always compares against real only"):
+        registry.build("evaluator", "policy-study", policies=["top-up", "none"])
     with pytest.raises(ValueError, match="at least 2 distinct"):
         registry.build("evaluator", "policy-study", policies=["top-up", "top-up"])
     with pytest.raises(ValueError, match="valid forms"):

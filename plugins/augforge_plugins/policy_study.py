@@ -5,7 +5,10 @@ split (``augforge_runtime.policies.mix``: the same set a downstream trainer gets
 seed), trains augmentation-gain's classifier recipe on it for each seed, and scores it on the
 lesion-grouped val and test splits, paired with a real-only run from the same initial weights.
 The best policy is chosen on **val** only; its **test** gain is reported with mean +- std over
-seeds, the paired per-seed delta with a 95 % t-interval, and per-class recall deltas.
+seeds, the paired per-seed delta with a 95 % t-interval, and per-class recall deltas. Real-only
+training is a candidate too: when no policy's mean val gain exceeds ``min_val_gain``, the study
+recommends ``none`` (its gain is 0 by construction) and still reports the best mixing policy's test
+gain (``policy_study_best_mixing_*``), so a user is never told to mix in images that did not help.
 
 Filtered policies rank the synthetic pool by the detector's probability of the intended class
 (``label``), the distance to the nearest training image (``novelty``) and, when the evaluation
@@ -53,7 +56,8 @@ def gain_chart(table: pd.DataFrame, chosen: str) -> np.ndarray:
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(table)), table.policy, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("test balanced-accuracy gain vs real only")
-    ax.set_title(f"policy study (orange: chosen on val, {chosen})", fontsize=9)
+    title = f"orange: chosen on val, {chosen}" if chosen in set(table.policy) else "none chosen: no policy beat real only on val"
+    ax.set_title(f"policy study ({title})", fontsize=9)
     fig.tight_layout()
     fig.canvas.draw()
     image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
@@ -68,16 +72,21 @@ class PolicyStudy(Evaluator):
     direction = "maximize"
     cheap = False
 
-    def __init__(self, *, policies: list[str] = DEFAULT_POLICIES, seeds: int = 3, epochs: int = 0, filter_pool: float = 2.0):
-        """``filter_pool``: synthetic draws per needed image, so filtered policies have a choice."""
+    def __init__(self, *, policies: list[str] = DEFAULT_POLICIES, seeds: int = 3, epochs: int = 0, filter_pool: float = 2.0,
+                 min_val_gain: float = 0.0):
+        """``filter_pool``: synthetic draws per needed image, so filtered policies have a choice.
+        ``min_val_gain``: the mean val balanced-accuracy gain over real only a policy must exceed to
+        be recommended; below it the study recommends ``none`` (real images only)."""
         from augforge_runtime.policies import parse_policy
 
         self.policies = [parse_policy(p) for p in policies]
+        if any(p.kind == "none" for p in self.policies):
+            raise ValueError("policy-study always compares against real only (`none`); list only mixing policies")
         if len(self.policies) < 2 or len({str(p) for p in self.policies}) != len(self.policies):
             raise ValueError(f"policy-study needs at least 2 distinct policies, got {list(policies)}")
         if seeds < 1 or epochs < 0 or filter_pool < 1:
             raise ValueError(f"policy-study needs seeds >= 1, epochs >= 0, filter_pool >= 1; got {seeds}, {epochs}, {filter_pool}")
-        self.seeds, self.epochs, self.filter_pool = seeds, epochs, filter_pool
+        self.seeds, self.epochs, self.filter_pool, self.min_val_gain = seeds, epochs, filter_pool, min_val_gain
 
     def _pool(self, real_train, context):
         """The synthetic pool every policy draws from, and its filter score (higher = better)."""
@@ -146,15 +155,24 @@ class PolicyStudy(Evaluator):
             val_gain_mean=("val_bacc", "mean"), test_gain_mean=("test_bacc", "mean"),
             test_gain_std=("test_bacc", lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else 0.0),
             synthetic=("synthetic", "mean")).reindex(order).reset_index()
-        chosen = str(table.loc[table.val_gain_mean.idxmax(), "policy"])  # val only: test stays untouched
+        best = str(table.loc[table.val_gain_mean.idxmax(), "policy"])  # val only: test stays untouched
+        chosen = best if table.val_gain_mean.max() > self.min_val_gain else "none"
         table["chosen"] = table.policy == chosen
-        per_seed = deltas[deltas.policy == chosen]
+        best_seed = deltas[deltas.policy == best]
+        # "none" trains on real only: its paired deltas are zero by construction
+        per_seed = best_seed if chosen == best else best_seed.assign(**{c: 0.0 for c in ["test_bacc"] + [f"recall_{n}" for n in names]})
         low, high = t_interval(per_seed.test_bacc)
+        best_low, best_high = t_interval(best_seed.test_bacc)
         ref = deltas[deltas.policy == order[0]]
         metrics = {
-            "policy_study_gain": float(per_seed.test_bacc.mean()), "policy_study_gain_std": float(table.loc[table.chosen, "test_gain_std"].iloc[0]),
+            "policy_study_gain": float(per_seed.test_bacc.mean()),
+            "policy_study_gain_std": float(per_seed.test_bacc.std(ddof=1)) if self.seeds > 1 else 0.0,
             "policy_study_gain_ci_low": low, "policy_study_gain_ci_high": high,
-            "policy_study_chosen_index": float(order.index(chosen)), "policy_study_seeds": float(self.seeds),
+            "policy_study_chosen_index": float(order.index(chosen)) if chosen in order else -1.0,
+            "policy_study_seeds": float(self.seeds),
+            "policy_study_best_mixing_index": float(order.index(best)),
+            "policy_study_best_mixing_gain": float(best_seed.test_bacc.mean()),
+            "policy_study_best_mixing_gain_ci_low": best_low, "policy_study_best_mixing_gain_ci_high": best_high,
             "policy_study_reference_gain": float(ref.test_bacc.mean()),
             "policy_study_real_bacc": float(base.test_bacc.mean()),
         }
@@ -162,12 +180,16 @@ class PolicyStudy(Evaluator):
             metrics[f"policy_study_gain_recall_{n}"] = float(per_seed[f"recall_{n}"].mean())
             lo, hi = t_interval(per_seed[f"recall_{n}"])
             metrics[f"policy_study_gain_recall_{n}_ci_low"], metrics[f"policy_study_gain_recall_{n}_ci_high"] = lo, hi
+            metrics[f"policy_study_best_mixing_gain_recall_{n}"] = float(best_seed[f"recall_{n}"].mean())
         for i, row in table.iterrows():
             metrics[f"policy_study_{i}_val_gain"] = float(row.val_gain_mean)
             metrics[f"policy_study_{i}_test_gain"] = float(row.test_gain_mean)
         recall = per_seed[[f"recall_{n}" for n in names]].mean().rename(lambda c: c[7:]).rename("recall_delta")
         gain = (f"test balanced-accuracy gain {metrics['policy_study_gain']:+.3f} +- {metrics['policy_study_gain_std']:.3f} "
-                f"over {self.seeds} seeds, paired 95% CI [{low:+.3f}, {high:+.3f}]; chosen on val among {', '.join(order)}")
+                f"over {self.seeds} seeds, paired 95% CI [{low:+.3f}, {high:+.3f}]; chosen on val among none, {', '.join(order)}")
+        if chosen == "none":
+            gain += (f"; no policy beat real only on val (best {best}: val {table.val_gain_mean.max():+.3f}, "
+                     f"test {metrics['policy_study_best_mixing_gain']:+.3f} [{best_low:+.3f}, {best_high:+.3f}])")
         return EvalResult(metrics, figures={"policy_study_gain": gain_chart(table, chosen)},
                           tags={"recommended_policy": chosen, "recommended_policy_evidence": gain},
                           tables={"policy_study": table, "policy_study_runs": runs,

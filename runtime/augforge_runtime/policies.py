@@ -15,6 +15,8 @@ Forms (``parse_policy``)::
                           instead of a seeded random choice
     ...:weight=W          loss weight of a synthetic sample (real samples weigh 1)
     pretrain-synthetic:…  two stages: train on real + synthetic, then fine-tune on real only
+    none                  real images only: what the policy study recommends when no policy
+                          beat real-only training on the val split
 
 e.g. ``top-up:669``, ``ratio:0.5``, ``balanced:filtered``, ``ratio:1:filtered:weight=0.5``,
 ``pretrain-synthetic:ratio:1``. Rounding is half up (``floor(x + 0.5)``), never Python's
@@ -29,12 +31,12 @@ import numpy as np
 
 from augforge_runtime.errors import RuntimeModelError
 
-KINDS = ("top-up", "ratio", "balanced")
+KINDS = ("top-up", "ratio", "balanced", "none")
 #: ``ratio:R`` never lifts a class above the largest class's real count: synthetic images for
 #: the majority class would only deepen the imbalance the classifier is fighting
 RATIO_CAP = "largest real class"
 FORMS = (
-    "top-up[:N]", "ratio:R", "balanced", "<form>:filtered", "<form>:weight=W", "pretrain-synthetic:<form>",
+    "top-up[:N]", "ratio:R", "balanced", "none", "<form>:filtered", "<form>:weight=W", "pretrain-synthetic:<form>",
 )
 
 
@@ -63,6 +65,8 @@ class Policy:
             raise PolicyError(f"ratio needs R >= 0, got {self.value!r}; e.g. ratio:0.5")
         if self.kind == "top-up" and self.value is not None and (self.value < 0 or self.value != int(self.value)):
             raise PolicyError(f"top-up needs a whole N >= 0, got {self.value!r}; e.g. top-up:669")
+        if self.kind == "none" and (self.value is not None or self.filtered or self.two_stage or self.synthetic_weight != 1.0):
+            raise PolicyError("none (real images only) takes no number, filtered, weight= or pretrain-synthetic")
         if not self.synthetic_weight > 0:
             raise PolicyError(f"synthetic weight must be > 0, got {self.synthetic_weight!r}")
 
@@ -85,6 +89,8 @@ class Policy:
             return np.maximum(0, target - n)
         if self.kind == "balanced":
             return n.max() - n
+        if self.kind == "none":
+            return np.zeros_like(n)
         return np.minimum(_round_half_up(self.value * n), n.max() - n)  # ratio, capped (RATIO_CAP)
 
 
@@ -98,7 +104,7 @@ def parse_policy(text: str | Policy) -> Policy:
     if two_stage:
         parts = parts[1:]
     if not parts or parts[0] not in KINDS:
-        raise PolicyError(f"policy {text!r}: expected top-up, ratio or balanced; {valid}")
+        raise PolicyError(f"policy {text!r}: expected top-up, ratio, balanced or none; {valid}")
     kind, rest = parts[0], parts[1:]
     value = None
     if kind in ("top-up", "ratio") and rest and rest[0] not in ("filtered",) and not rest[0].startswith("weight="):
