@@ -63,9 +63,11 @@ RECIPES: dict[str, tuple[str, dict, str]] = {
                                  "fast-lecam-topk-decay + MSGAN's mode-seeking term (pairs of z per class must differ)"),
     "fast-lecam-topk-decay-ms0.1": ("modern", {**_FAST, **_LEVERS, **_DECAY, "train.ms_weight": 0.1},
                                     "fast-lecam-topk-decay + mode seeking at a tenth of the weight that broke training"),
-    "modern-cpu": ("modern-cpu", {}, "the modern-cpu preset as it is now"),
-    "modern-cpu-d24": ("modern-cpu", {"discriminator.channels": 24},
-                       "modern-cpu with a 1.5x wider D (class signal: bcc stayed below real recall)"),
+    "modern-cpu": ("modern-cpu", {}, "the modern-cpu preset as it is now (G 24 since round 6)"),
+    "modern-cpu-g16": ("modern-cpu", {"generator.channels": 16},
+                       "the modern-cpu preset of rounds 4-5 (G 16; race round 5's row 'modern-cpu')"),
+    "modern-cpu-d24": ("modern-cpu", {"generator.channels": 16, "discriminator.channels": 24},
+                       "the G-16 modern-cpu with a 1.5x wider D (class signal: bcc stayed below real recall)"),
 }
 
 

@@ -221,9 +221,11 @@ def _plain_loop(cfg, steps: int) -> None:
                     be.copy_(b)
 
 
-#: side-by-side recipes (``--recipes``): the first modern-cpu preset against today's
+#: side-by-side recipes (``--recipes``): the first modern-cpu preset against today's (G 24), and
+#: today's speed levers on v1's widths (``-g16``, the preset of rounds 4-5)
 RECIPES = {
     "modern-cpu-v1": ("modern", {"generator.channels": 16, "discriminator.channels": 16, "train.batch_size": 32}),
+    "modern-cpu-g16": ("modern-cpu", {"generator.channels": 16}),
     "modern-cpu": ("modern-cpu", {}),
 }
 
