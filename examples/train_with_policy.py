@@ -124,7 +124,7 @@ def main(argv=None) -> dict:
     src.add_argument("--model", help="a registered generator, models:/NAME@ALIAS")
     src.add_argument("--onnx", help="generator.onnx written by `augforge export`")
     src.add_argument("--synthetic", help="a folder written by `augforge generate` (needed for filtered policies)")
-    p.add_argument("--policy", required=True, help="e.g. top-up:669, ratio:0.5, balanced:filtered, pretrain-synthetic:ratio:1")
+    p.add_argument("--policy", required=True, help="e.g. top-up:669, ratio:0.5, balanced:filtered, pretrain-synthetic:ratio:1, none (real only)")
     p.add_argument("--real", required=True, help="real images in HAM10000's layout")
     p.add_argument("--size", type=int, default=64, help="image size with --synthetic (px)")
     p.add_argument("--epochs", type=int, default=5)
