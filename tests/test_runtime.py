@@ -188,6 +188,8 @@ def test_mix_by_policy_is_the_set_the_policy_study_measured(onnx_files):
     assert list(m.synthetic_indices) == [22, 23, 32, 33, 34, 35]
     weighted = mix(real, synth, policy="ratio:0.5:weight=0.25", seed=0, real_labels=real_labels, class_names=["nv", "mel", "bcc"])
     assert {weighted.weight(i) for i in range(len(weighted))} == {1.0, 0.25}
+    alone = mix(real, synth, policy="none", seed=0, real_labels=real_labels, class_names=["nv", "mel", "bcc"])
+    assert len(alone) == len(real) and len(alone.synthetic_indices) == 0  # the study's "real only"
     with pytest.raises(RuntimeModelError, match="needs the real labels: pass real_labels"):
         mix(real, synth, policy="balanced", class_names=["nv", "mel", "bcc"])
     with pytest.raises(RuntimeModelError, match="give exactly one of ratio=R"):
