@@ -157,11 +157,16 @@ def test_policy_study_recommends_none_unless_a_policy_beats_real_only_on_val(set
     g = registry.build("generator", "fake", image_size=16, num_classes=2, latent_dim=8)
     ctx = _context(train, sets["val"], lambda counts, seed: evaluate.sample_images(g, counts, ["nv", "mel"], seed=seed, device="cpu"), [])
     ev = registry.build("evaluator", "policy-study", policies=["top-up", "ratio:0.5"], seeds=2, epochs=1, min_val_gain=margin)
-    calls = iter(range(100))
-    # val/test balanced accuracy by call order: per seed real, top-up, ratio:0.5 -> ratio:0.5 is best on val (+0.2)
-    fixed = {0: (0.5, 0.5), 1: (0.4, 0.45), 2: (0.7, 0.4)}
-    monkeypatch.setattr(type(ev), "_fit_score", lambda self, *a, **kw: (lambda i: {
-        "val_bacc": fixed[i % 3][0], "test_bacc": fixed[i % 3][1] + 0.01 * (i // 3), "recall_nv": 0.5, "recall_mel": 0.5})(next(calls)))
+    # (val, test) balanced accuracy by fit, per seed: real, top-up, ratio:0.5 -> ratio:0.5 is best on val (+0.2)
+    fixed = [(0.5, 0.5), (0.4, 0.45), (0.7, 0.4)]
+    fits = iter(range(100))
+
+    def fit_score(self, *a, **kw):
+        i = next(fits)
+        val, test = fixed[i % 3]
+        return {"val_bacc": val, "test_bacc": test + 0.01 * (i // 3), "recall_nv": 0.5, "recall_mel": 0.5}
+
+    monkeypatch.setattr(type(ev), "_fit_score", fit_score)
     res = ev.evaluate(train, None, sets["test"], ctx)
     m = res.metrics
     assert res.tags["recommended_policy"] == want
