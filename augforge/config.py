@@ -66,6 +66,7 @@ class TrainConfig:
     cr_weight: float = 0.0  # balanced consistency regularisation weight (0 = off; 2 extra D passes)
     ms_weight: float = 0.0  # mode-seeking term on G (MSGAN): pairs of z with the same class must give different images (0 = off)
     ssl_weight: float = 0.0  # D's self-supervised loss on real images (D.self_supervised_loss; 0 = off)
+    ac_weight: float = 0.0  # auxiliary classifier: cross-entropy of D's class head on real (D) and fake (G) images (0 = off)
     amp: str = "auto"  # auto | off | bf16 | fp16; bf16 also on CPU (AVX-512 BF16), fp16 CUDA only
     channels_last: bool = False
     threads: int = 0  # torch intra-op threads (0 = torch's default, one per core)

@@ -178,6 +178,13 @@ class Discriminator(nn.Module):
         does). Discriminators without one refuse ``train.ssl_weight > 0``."""
         raise NotImplementedError(f"discriminator {self.name!r} has no self-supervised task")
 
+    def forward_with_classes(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Optional: ``forward``'s logits ``float[B]`` and class logits ``float[B, num_classes]``
+        from the same features, in one pass, for ``train.ac_weight`` (an auxiliary classifier,
+        AC-GAN style: D learns the class of real images, G is asked to make fakes D classifies
+        as their label). Discriminators without one refuse ``train.ac_weight > 0``."""
+        raise NotImplementedError(f"discriminator {self.name!r} has no class head")
+
     @classmethod
     def search_space(cls, trial) -> dict[str, Any]:
         """As ``Generator.search_space``; names are prefixed with ``discriminator.``."""

@@ -24,7 +24,7 @@ get the bare names). Every ``train.log_every`` steps, means over the window: ``l
 ``d_real`` / ``d_fake`` (mean *raw logits* of D on the real and fake batch — loss-agnostic;
 apply a sigmoid yourself for a BCE probability), ``grad_norm_d`` / ``grad_norm_g`` (global
 L2 norm of the gradients at the log step, before the optimiser step; unscaled under AMP),
-``gp`` / ``r1`` / ``lecam`` / ``cr`` / ``ssl`` when enabled, ``topk_fraction``, ``lr_factor``,
+``gp`` / ``r1`` / ``lecam`` / ``cr`` / ``ssl`` / ``ac_d`` / ``ac_g`` when enabled, ``topk_fraction``, ``lr_factor``,
 ``images_per_s`` (real images consumed per second, all processes together) and
 ``data_wait_share`` (fraction of step time spent waiting for the batch).
 """
@@ -41,6 +41,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from augforge import registry
 from augforge.config import RunConfig
@@ -202,8 +203,13 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
                     real_in, fake_in = augment(real), augment(fake.float())
                     if t.r1_gamma > 0:
                         real_in = real_in.detach().requires_grad_(True)
-                    logit_r, logit_f = nets.D_run(real_in, y_d), nets.D_run(fake_in, y_d)
+                    if t.ac_weight > 0:  # AC-GAN: D's class head learns the labels of the real batch
+                        (logit_r, cls_r), logit_f = nets.D_cls(real_in, y_d), nets.D_run(fake_in, y_d)
+                    else:
+                        logit_r, logit_f = nets.D_run(real_in, y_d), nets.D_run(fake_in, y_d)
                     loss_d = d_loss_fn(logit_r.float(), logit_f.float())
+                    if t.ac_weight > 0:
+                        loss_d = loss_d + t.ac_weight * s.track("ac_d", F.cross_entropy(cls_r.float(), y_d))
                     if t.cr_weight > 0:  # bCR: a second random augmentation of the same images
                         cr = (consistency_penalty(nets.D_run(augment(real), y_d).float(), logit_r.float())
                               + consistency_penalty(nets.D_run(augment(fake.float()), y_d).float(), logit_f.float()))
@@ -232,7 +238,12 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
             k = topk_count(t.batch_size, s.epoch + s.pos / bpe, t.topk_decay, t.topk_min)
             with nets.autocast():
                 fake = nets.G_run(z, y_g)
-                loss_g = g_loss_fn(topk_logits(nets.D_frozen(augment(fake), y_g).float(), k))
+                if t.ac_weight > 0:  # and G is asked for fakes D classifies as their label
+                    logit_g, cls_g = nets.D_cls(augment(fake), y_g)
+                    loss_g = (g_loss_fn(topk_logits(logit_g.float(), k))
+                              + t.ac_weight * s.track("ac_g", F.cross_entropy(cls_g.float(), y_g)))
+                else:
+                    loss_g = g_loss_fn(topk_logits(nets.D_frozen(augment(fake), y_g).float(), k))
                 if t.ms_weight > 0:
                     loss_g = loss_g + t.ms_weight * s.track("ms", mode_seeking_penalty(fake.float(), z))
             gn_g = optimise(loss_g, nets.opt_g, nets.scaler_g, g_params, log_now)

@@ -47,6 +47,7 @@ class Nets:
     G_nograd: Any = None  # D-step fakes: no DDP hooks needed
     D_frozen: Any = None  # G step: D frozen, no DDP reduction
     D_ssl: Callable | None = None  # D's self-supervised loss (train.ssl_weight > 0)
+    D_cls: Callable | None = None  # D's logits and class logits in one pass (train.ac_weight > 0)
     autocast: Callable[[], Any] = contextlib.nullcontext
 
     def params(self):
@@ -149,6 +150,15 @@ def wrap_nets(nets: Nets, cfg: RunConfig, dist: Dist, device: torch.device) -> N
             raise ConfigError(f"train.ssl_weight > 0 but discriminator {cfg.discriminator_name!r} has no self_supervised_loss; "
                               "use sngan (--set discriminator.decoder=true) or set train.ssl_weight=0")
         nets.D_ssl = D.self_supervised_loss
+    if t.ac_weight > 0:
+        if dist.enabled:  # the class head would run outside DDP: its gradients would not be averaged
+            raise ConfigError("train.ac_weight > 0 is not supported under torchrun yet; train on one process or set it to 0")
+        if not nets.num_classes:
+            raise ConfigError("train.ac_weight > 0 needs a conditional model (model.conditional=true) or train.ac_weight=0")
+        if type(D).forward_with_classes is Discriminator.forward_with_classes:
+            raise ConfigError(f"train.ac_weight > 0 but discriminator {cfg.discriminator_name!r} has no forward_with_classes; "
+                              "use sngan (--set discriminator.class_head=true) or set train.ac_weight=0")
+        nets.D_cls = D.forward_with_classes
 
 
 @torch.no_grad()

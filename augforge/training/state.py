@@ -90,7 +90,8 @@ class RunState:
         m.update(images_per_s=self.win_time["steps"] * images_per_step / elapsed,
                  data_wait_share=self.win_time["data"] / elapsed, epoch=epoch_float)
         for key, weight in (("gp", t.gp_weight), ("r1", t.r1_gamma), ("lecam", t.lecam_weight), ("cr", t.cr_weight),
-                            ("ssl", t.ssl_weight), ("ms", t.ms_weight)):
+                            ("ssl", t.ssl_weight), ("ms", t.ms_weight), ("ac_d", t.ac_weight),
+                            ("ac_g", t.ac_weight)):
             if weight > 0:
                 m[key] = self.window.get(key, 0.0) / n
         for key in LOSS_KEYS:
@@ -158,7 +159,7 @@ def check_train_config(t) -> None:
         check_schedule(t.lr_decay, t.lr_decay_start)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    for key in ("lecam_weight", "cr_weight", "ssl_weight", "ms_weight", "max_minutes", "eval_every_minutes", "threads"):
+    for key in ("lecam_weight", "cr_weight", "ssl_weight", "ac_weight", "ms_weight", "max_minutes", "eval_every_minutes", "threads"):
         if getattr(t, key) < 0:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 0")
 

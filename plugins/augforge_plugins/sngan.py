@@ -187,6 +187,7 @@ class SNGANDiscriminator(Discriminator):
         num_classes: int = 0,
         channels: int = 32,  # width after the first block; x2 per halving up to x8
         decoder: bool = False,  # a small decoder for train.ssl_weight (reconstruct the image from the 8x8 features)
+        class_head: bool = False,  # a linear classifier on the pooled features for train.ac_weight (conditional only)
     ):
         super().__init__()
         self.image_size, self.num_classes = image_size, num_classes
@@ -209,13 +210,31 @@ class SNGANDiscriminator(Discriminator):
         self.linear = _sn(nn.Linear(widths[-1], 1))
         if num_classes:
             self.embed = _sn(nn.Embedding(num_classes, widths[-1]))  # projection vectors, one per class
+        if class_head and not num_classes:
+            raise ConfigError("sngan: class_head=true needs a conditional model (num_classes > 0)")
+        # the projection scores *how well* an image fits its label but never has to say *which* class
+        # it shows; a classifier on the same pooled features must (Odena et al. 2017), and G, asked
+        # to make fakes it classifies as their label, gets a direct per-class signal (train.ac_weight)
+        self.classifier = _sn(nn.Linear(widths[-1], num_classes)) if class_head else None
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = F.relu(self.blocks(images)).sum(dim=(2, 3))  # global sum pooling: [B, C]
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.blocks(images)).sum(dim=(2, 3))  # global sum pooling: [B, C]
+
+    def _score(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         out = self.linear(h).squeeze(1)
         if self.conditional:
             out = out + (self.embed(labels) * h).sum(1)  # projection: <embed(y), h>
         return out
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self._score(self._features(images), labels)
+
+    def forward_with_classes(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward``'s logits and the class head's logits ``[B, num_classes]`` from one pass."""
+        if self.classifier is None:
+            raise ConfigError("sngan: train.ac_weight > 0 needs the discriminator's class head: --set discriminator.class_head=true")
+        h = self._features(images)
+        return self._score(h, labels), self.classifier(h)
 
     def self_supervised_loss(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean L1 between the decoder's reconstruction from the 8x8 features and the image
