@@ -36,7 +36,7 @@ HAM = ROOT.parent / "shared" / "data" / "ham10000-200x150"
 EXPERIMENT = "race"
 # what the in-training evaluator logs beside KID (all cheap, all on the val split)
 EVAL_EXTRA = "fid,detection-rate,precision-recall,blockiness"
-FINAL_METRICS = "kid,fid,detection-rate,precision-recall,c2st,memorization,blockiness"
+FINAL_METRICS = "kid,fid,detection-rate,precision-recall,c2st,memorization,blockiness,spectral-peak"
 
 _V1 = {"generator.channels": 16, "discriminator.channels": 16, "train.batch_size": 32}  # modern-cpu as of v0.1
 _FAST = {**_V1, "train.amp": "bf16", "train.channels_last": True, "generator.upsample": "bilinear"}
@@ -68,6 +68,8 @@ RECIPES: dict[str, tuple[str, dict, str]] = {
                        "the modern-cpu preset of rounds 4-5 (G 16; race round 5's row 'modern-cpu')"),
     "modern-cpu-d24": ("modern-cpu", {"generator.channels": 16, "discriminator.channels": 24},
                        "the G-16 modern-cpu with a 1.5x wider D (class signal: bcc stayed below real recall)"),
+    "modern-cpu-ac": ("modern-cpu", {"discriminator.class_head": True, "train.ac_weight": 0.25},
+                      "modern-cpu + an auxiliary classifier on D's features (class signal: bcc below real recall)"),
 }
 
 
@@ -206,7 +208,8 @@ def report(args) -> dict:
             **{f"test_{k}": final.get(k) for k in (
                 "kid", "fid", "precision", "recall", "c2st_accuracy", "memorization", "blockiness_4", "blockiness_8",
                 "blockiness_16", "detection_rate_nv", "detection_rate_mel", "detection_rate_bkl", "detection_rate_bcc",
-                "real_recall_nv", "real_recall_mel", "real_recall_bkl", "real_recall_bcc", "blockiness_8_real_baseline")},
+                "real_recall_nv", "real_recall_mel", "real_recall_bkl", "real_recall_bcc", "blockiness_8_real_baseline",
+                "spectral_peak", "spectral_peak_period_px", "spectral_peak_real_baseline")},
             "what": RECIPES[name][2],
         })
     if not rows:
@@ -241,7 +244,7 @@ def _fmt(v, spec=".3g") -> str:
 
 def _table(rows: list[dict]) -> str:
     head = ("| recipe | steps | images | img/s | best.pt: val metric (min) | val FID | val recall | test KID | test FID "
-            "| test precision / recall | c2st (1 judge) | det. nv / mel / bkl / bcc % | blockiness 4 / 8 / 16 px | memorization |")
+            "| test precision / recall | c2st (1 judge) | det. nv / mel / bkl / bcc % | blockiness 4 / 8 / 16 px | spectral peak (period px) | memorization |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         det = " / ".join(_fmt(None if r[f"test_detection_rate_{c}"] is None else 100 * r[f"test_detection_rate_{c}"], ".0f")
@@ -252,12 +255,14 @@ def _table(rows: list[dict]) -> str:
             f"| {r['chosen_by']} {_fmt(r['val_best'])} ({_fmt(r['best_minute'], '.0f')}) | {_fmt(r['val_fid_at_best'])} "
             f"| {_fmt(r['val_recall_at_best'], '.2f')} | {_fmt(r['test_kid'])} | {_fmt(r['test_fid'])} "
             f"| {_fmt(r['test_precision'], '.2f')} / {_fmt(r['test_recall'], '.2f')} | {_fmt(r['test_c2st_accuracy'], '.3f')} "
-            f"| {det} | {blk} | {_fmt(None if r['test_memorization'] is None else 100 * r['test_memorization'], '.2f')} % |")
+            f"| {det} | {blk} | {_fmt(r.get('test_spectral_peak'), '.2f')} ({_fmt(r.get('test_spectral_peak_period_px'), '.1f')}) "
+            f"| {_fmt(None if r['test_memorization'] is None else 100 * r['test_memorization'], '.2f')} % |")
     real = next((r for r in rows if r.get("test_real_recall_nv") is not None), None)
     if real:
         rec = " / ".join(_fmt(100 * real[f"test_real_recall_{c}"], ".0f") for c in ("nv", "mel", "bkl", "bcc"))
         lines.append(f"\nReal held-out lesions: detector recall nv / mel / bkl / bcc {rec} %; "
-                     f"blockiness at 8 px {_fmt(real['test_blockiness_8_real_baseline'], '.2f')}.")
+                     f"blockiness at 8 px {_fmt(real['test_blockiness_8_real_baseline'], '.2f')}; spectral peak of two real "
+                     f"halves {_fmt(real.get('test_spectral_peak_real_baseline'), '.2f')}.")
     return "\n".join(lines) + "\n"
 
 
