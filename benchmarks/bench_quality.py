@@ -42,6 +42,7 @@ _V1 = {"generator.channels": 16, "discriminator.channels": 16, "train.batch_size
 _FAST = {**_V1, "train.amp": "bf16", "train.channels_last": True, "generator.upsample": "bilinear"}
 _DECAY = {"train.lr_decay": "linear", "train.lr_decay_start": 0.25}
 _LEVERS = {"train.lecam_weight": 0.3, "train.topk_min": 0.5, "train.topk_decay": 0.99}
+_NO_AC = {"discriminator.class_head": False, "train.ac_weight": 0.0}  # the preset before round 7
 
 #: name -> (preset, --set overrides, what it tests)
 RECIPES: dict[str, tuple[str, dict, str]] = {
@@ -63,13 +64,12 @@ RECIPES: dict[str, tuple[str, dict, str]] = {
                                  "fast-lecam-topk-decay + MSGAN's mode-seeking term (pairs of z per class must differ)"),
     "fast-lecam-topk-decay-ms0.1": ("modern", {**_FAST, **_LEVERS, **_DECAY, "train.ms_weight": 0.1},
                                     "fast-lecam-topk-decay + mode seeking at a tenth of the weight that broke training"),
-    "modern-cpu": ("modern-cpu", {}, "the modern-cpu preset as it is now (G 24 since round 6)"),
-    "modern-cpu-g16": ("modern-cpu", {"generator.channels": 16},
+    "modern-cpu": ("modern-cpu", {}, "the modern-cpu preset as it is now (G 24 since round 6, auxiliary classifier since round 7)"),
+    "modern-cpu-noac": ("modern-cpu", _NO_AC, "the modern-cpu preset of round 6 (G 24, no auxiliary classifier)"),
+    "modern-cpu-g16": ("modern-cpu", {**_NO_AC, "generator.channels": 16},
                        "the modern-cpu preset of rounds 4-5 (G 16; race round 5's row 'modern-cpu')"),
-    "modern-cpu-d24": ("modern-cpu", {"generator.channels": 16, "discriminator.channels": 24},
+    "modern-cpu-d24": ("modern-cpu", {**_NO_AC, "generator.channels": 16, "discriminator.channels": 24},
                        "the G-16 modern-cpu with a 1.5x wider D (class signal: bcc stayed below real recall)"),
-    "modern-cpu-ac": ("modern-cpu", {"discriminator.class_head": True, "train.ac_weight": 0.25},
-                      "modern-cpu + an auxiliary classifier on D's features (class signal: bcc below real recall)"),
 }
 
 

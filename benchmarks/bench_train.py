@@ -225,7 +225,7 @@ def _plain_loop(cfg, steps: int) -> None:
 #: today's speed levers on v1's widths (``-g16``, the preset of rounds 4-5)
 RECIPES = {
     "modern-cpu-v1": ("modern", {"generator.channels": 16, "discriminator.channels": 16, "train.batch_size": 32}),
-    "modern-cpu-g16": ("modern-cpu", {"generator.channels": 16}),
+    "modern-cpu-g16": ("modern-cpu", {"generator.channels": 16, "discriminator.class_head": False, "train.ac_weight": 0.0}),
     "modern-cpu": ("modern-cpu", {}),
 }
 

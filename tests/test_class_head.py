@@ -89,3 +89,12 @@ def test_ac_training_trains_the_head_logs_both_terms_and_resumes_bitwise(tmp_pat
     for key in ("generator", "discriminator"):
         for name, x in a[key]["state"].items():
             assert torch.equal(x, b[key]["state"][name]), f"{key}/{name}"
+
+
+def test_unconditional_modern_cpu_says_how_to_turn_the_head_off(tmp_path, fakes):
+    over = dict(model__generator="sngan", data__image_size=32, model__latent_dim=16, generator__channels=8,
+                discriminator__channels=8, model__conditional=False)
+    with pytest.raises(ConfigError, match="--set discriminator.class_head=false --set train.ac_weight=0"):
+        run(resolve("modern-cpu", {**FAKE, "train.out_dir": str(tmp_path / "runs"), **{k.replace("__", "."): v for k, v in over.items()}}))
+    ok = {**over, "discriminator__class_head": False, "train__ac_weight": 0.0, "train__steps": 2, "train__eval_every": 0}
+    assert run(resolve("modern-cpu", {**FAKE, "train.out_dir": str(tmp_path / "runs"), **{k.replace("__", "."): v for k, v in ok.items()}})).checkpoint.exists()

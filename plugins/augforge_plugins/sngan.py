@@ -211,7 +211,9 @@ class SNGANDiscriminator(Discriminator):
         if num_classes:
             self.embed = _sn(nn.Embedding(num_classes, widths[-1]))  # projection vectors, one per class
         if class_head and not num_classes:
-            raise ConfigError("sngan: class_head=true needs a conditional model (num_classes > 0)")
+            raise ConfigError("sngan: class_head=true needs a conditional model (num_classes > 0); for an unconditional "
+                              "one (e.g. --preset modern-cpu --set model.conditional=false) add "
+                              "--set discriminator.class_head=false --set train.ac_weight=0")
         # the projection scores *how well* an image fits its label but never has to say *which* class
         # it shows; a classifier on the same pooled features must (Odena et al. 2017), and G, asked
         # to make fakes it classifies as their label, gets a direct per-class signal (train.ac_weight)
