@@ -8,38 +8,15 @@ import pytest
 import torch
 
 from augforge.checkpoint import load_checkpoint
-from augforge.config import resolve
 from augforge.errors import ConfigError
 from augforge.tracking import NullTracker
 from augforge.training.state import check_train_config
 
-FAKE = {
-    "data.name": "fake-blobs", "model.generator": "fake", "data.image_size": 16, "model.latent_dim": 8,
-    "train.batch_size": 8, "train.steps": 6, "train.checkpoint_every": 3, "train.log_every": 2,
-}
+from _training import Keep, assert_same_weights, fake_cfg, run
+
 SNGAN = dict(model__generator="sngan", data__image_size=32, model__latent_dim=16, generator__channels=8,
              discriminator__channels=8, discriminator__class_head=True, train__ac_weight=0.5,
-             train__diffaug="translation")
-
-
-def cfg(tmp_path, **over):
-    return resolve("", {**FAKE, "train.out_dir": str(tmp_path / "runs"), **{k.replace("__", "."): v for k, v in over.items()}})
-
-
-def run(config, **kw):
-    from augforge.training import train
-
-    kw.setdefault("tracker", NullTracker())
-    return train(config, **kw)
-
-
-class Keep(NullTracker):
-    def __init__(self):
-        super().__init__()
-        self.logged = {}
-
-    def log_metrics(self, metrics, step=None):
-        self.logged.update(metrics)
+             train__diffaug="translation", train__steps=6, train__checkpoint_every=3)
 
 
 def test_sngan_class_head_shares_the_pass_with_the_projection_logits():
@@ -62,11 +39,11 @@ def test_sngan_class_head_shares_the_pass_with_the_projection_logits():
 
 def test_ac_weight_refuses_a_discriminator_without_a_class_head(tmp_path, fakes):
     with pytest.raises(ConfigError, match="discriminator 'fake' has no forward_with_classes"):
-        run(cfg(tmp_path, train__ac_weight=1.0))
+        run(fake_cfg(tmp_path, train__ac_weight=1.0))
     with pytest.raises(ConfigError, match="needs a conditional model"):
-        run(cfg(tmp_path, model__conditional=False, train__ac_weight=1.0))
+        run(fake_cfg(tmp_path, model__conditional=False, train__ac_weight=1.0))
     with pytest.raises(ConfigError, match="train.ac_weight=-0.1 must be >= 0"):
-        check_train_config(cfg(tmp_path, train__ac_weight=-0.1).train)
+        check_train_config(fake_cfg(tmp_path, train__ac_weight=-0.1).train)
 
 
 def test_ac_training_trains_the_head_logs_both_terms_and_resumes_bitwise(tmp_path, fakes):
@@ -74,7 +51,7 @@ def test_ac_training_trains_the_head_logs_both_terms_and_resumes_bitwise(tmp_pat
     heads = {}
     for weight in (0.5, 0.0):  # ac_weight=0: the head gets no gradient and Adam skips it
         for steps in (3, 6):
-            out = run(cfg(tmp_path / f"{weight}-{steps}", **{**SNGAN, "train__ac_weight": weight, "train__steps": steps}),
+            out = run(fake_cfg(tmp_path / f"{weight}-{steps}", **{**SNGAN, "train__ac_weight": weight, "train__steps": steps}),
                       tracker=keep if (weight, steps) == (0.5, 6) else NullTracker())
             heads[weight, steps] = load_checkpoint(out.checkpoint)["discriminator"]["state"][head]
             if (weight, steps) == (0.5, 6):
@@ -83,18 +60,15 @@ def test_ac_training_trains_the_head_logs_both_terms_and_resumes_bitwise(tmp_pat
     # cross-entropies of the head on real (D) and fake (G) batches, both logged
     assert keep.logged["train/ac_d"] > 0 and keep.logged["train/ac_g"] > 0
     assert load_checkpoint(full.checkpoint)["config"]["train"]["ac_weight"] == 0.5  # the checkpoint carries it
-    part = run(cfg(tmp_path, **{**SNGAN, "train__steps": 3}))
-    resumed = run(cfg(tmp_path, **SNGAN), resume=part.run_dir)
-    a, b = load_checkpoint(full.checkpoint), load_checkpoint(resumed.checkpoint)
-    for key in ("generator", "discriminator"):
-        for name, x in a[key]["state"].items():
-            assert torch.equal(x, b[key]["state"][name]), f"{key}/{name}"
+    part = run(fake_cfg(tmp_path, **{**SNGAN, "train__steps": 3}))
+    resumed = run(fake_cfg(tmp_path, **SNGAN), resume=part.run_dir)
+    assert_same_weights(load_checkpoint(full.checkpoint), load_checkpoint(resumed.checkpoint))
 
 
 def test_unconditional_modern_cpu_says_how_to_turn_the_head_off(tmp_path, fakes):
     over = dict(model__generator="sngan", data__image_size=32, model__latent_dim=16, generator__channels=8,
                 discriminator__channels=8, model__conditional=False)
     with pytest.raises(ConfigError, match="--set discriminator.class_head=false --set train.ac_weight=0"):
-        run(resolve("modern-cpu", {**FAKE, "train.out_dir": str(tmp_path / "runs"), **{k.replace("__", "."): v for k, v in over.items()}}))
+        run(fake_cfg(tmp_path, "modern-cpu", **over))
     ok = {**over, "discriminator__class_head": False, "train__ac_weight": 0.0, "train__steps": 2, "train__eval_every": 0}
-    assert run(resolve("modern-cpu", {**FAKE, "train.out_dir": str(tmp_path / "runs"), **{k.replace("__", "."): v for k, v in ok.items()}})).checkpoint.exists()
+    assert run(fake_cfg(tmp_path, "modern-cpu", **ok)).checkpoint.exists()

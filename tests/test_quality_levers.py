@@ -10,20 +10,11 @@ import pytest
 import torch
 
 from augforge.checkpoint import load_checkpoint
-from augforge.config import resolve
 from augforge.errors import ConfigError
 from augforge.training.losses import consistency_penalty, lecam_penalty, topk_count, topk_logits
 from augforge.tracking import NullTracker
 
-FAKE = {
-    "data.name": "fake-blobs", "model.generator": "fake", "data.image_size": 16, "model.latent_dim": 8,
-    "train.batch_size": 8, "train.steps": 12, "train.checkpoint_every": 4, "train.log_every": 2,
-}
-
-
-def fake_cfg(tmp_path, **over):
-    return resolve("", {**FAKE, "train.out_dir": str(tmp_path / "runs"), **{k.replace("__", "."): v for k, v in over.items()}})
-
+from _training import Keep, assert_same_weights, fake_cfg, run
 
 class TagTracker(NullTracker):
     def __init__(self):
@@ -32,13 +23,6 @@ class TagTracker(NullTracker):
 
     def set_tags(self, tags):
         self.tags.update(tags)
-
-
-def run(cfg, **kw):
-    from augforge.training import train
-
-    kw.setdefault("tracker", NullTracker())
-    return train(cfg, **kw)
 
 
 def test_lecam_penalty_matches_the_paper_formula():
@@ -256,20 +240,12 @@ def test_ssl_training_runs_logs_and_resumes_bitwise(tmp_path, fakes):
     over = dict(model__generator="sngan", data__image_size=32, model__latent_dim=16, generator__channels=8,
                 discriminator__channels=8, discriminator__decoder=True, train__ssl_weight=1.0,
                 train__diffaug="translation", train__steps=6, train__checkpoint_every=3)
-    logged = {}
-
-    class Keep(NullTracker):
-        def log_metrics(self, metrics, step=None):
-            logged.update(metrics)
-
-    full = run(fake_cfg(tmp_path, **over), tracker=Keep())
-    assert "train/ssl" in logged and logged["train/ssl"] > 0
+    keep = Keep()
+    full = run(fake_cfg(tmp_path, **over), tracker=keep)
+    assert "train/ssl" in keep.logged and keep.logged["train/ssl"] > 0
     part = run(fake_cfg(tmp_path, **{**over, "train__steps": 3}))
     resumed = run(fake_cfg(tmp_path, **over), resume=part.run_dir)
-    a, b = load_checkpoint(full.checkpoint), load_checkpoint(resumed.checkpoint)
-    for key in ("generator", "discriminator"):
-        for name, x in a[key]["state"].items():
-            assert torch.equal(x, b[key]["state"][name]), f"{key}/{name}"
+    assert_same_weights(load_checkpoint(full.checkpoint), load_checkpoint(resumed.checkpoint))
 
 
 def test_lr_schedules_are_flat_until_the_start_then_fall_to_zero():
@@ -293,8 +269,7 @@ def test_lr_decay_anneals_both_optimisers_by_steps_and_resumes_bitwise(tmp_path,
     assert mid["opt_g"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * factor)
     assert mid["opt_d"]["param_groups"][0]["lr"] == pytest.approx(2e-3 * factor)
     resumed = load_checkpoint(run(fake_cfg(tmp_path, **over), resume=part.run_dir).checkpoint)
-    for name, x in full["generator"]["state"].items():
-        assert torch.equal(x, resumed["generator"]["state"][name]), name
+    assert_same_weights(full, resumed, keys=("generator",))
 
 
 def test_lr_decay_errors_list_the_valid_schedules(tmp_path, fakes):
@@ -321,9 +296,7 @@ def test_mode_seeking_training_logs_the_term_and_resumes_bitwise(tmp_path, fakes
     assert "ms" in full.metrics and math.isfinite(full.metrics["ms"])
     part = run(fake_cfg(tmp_path, train__steps=5, **over))
     resumed = run(fake_cfg(tmp_path, **over), resume=part.run_dir)
-    a, b = load_checkpoint(full.checkpoint), load_checkpoint(resumed.checkpoint)
-    for name, x in a["generator"]["state"].items():
-        assert torch.equal(x, b["generator"]["state"][name]), name
+    assert_same_weights(load_checkpoint(full.checkpoint), load_checkpoint(resumed.checkpoint), keys=("generator",))
     with pytest.raises(ConfigError, match="train.ms_weight=-1.0 must be >= 0"):
         run(fake_cfg(tmp_path, train__ms_weight=-1.0))
 
