@@ -67,6 +67,7 @@ class TrainConfig:
     ms_weight: float = 0.0  # mode-seeking term on G (MSGAN): pairs of z with the same class must give different images (0 = off)
     ssl_weight: float = 0.0  # D's self-supervised loss on real images (D.self_supervised_loss; 0 = off)
     ac_weight: float = 0.0  # auxiliary classifier: cross-entropy of D's class head on real (D) and fake (G) images (0 = off)
+    reuse_fake: bool = False  # G's step learns from the fakes D just saw (same z, labels): one G forward per step fewer
     amp: str = "auto"  # auto | off | bf16 | fp16; bf16 also on CPU (AVX-512 BF16), fp16 CUDA only
     channels_last: bool = False
     threads: int = 0  # torch intra-op threads (0 = torch's default, one per core)

@@ -227,6 +227,8 @@ RECIPES = {
     "modern-cpu-v1": ("modern", {"generator.channels": 16, "discriminator.channels": 16, "train.batch_size": 32}),
     "modern-cpu-g16": ("modern-cpu", {"generator.channels": 16, "discriminator.class_head": False, "train.ac_weight": 0.0}),
     "modern-cpu": ("modern-cpu", {}),
+    "modern-cpu-compile": ("modern-cpu", {"train.compile": True}),
+    "modern-cpu-reuse": ("modern-cpu", {"train.reuse_fake": True}),
 }
 
 
@@ -246,7 +248,8 @@ def _gemm_rate(dtype: torch.dtype, n: int = 1024, reps: int = 5) -> float:
 
 def _step_flops(cfg) -> float:
     """FLOPs of one training step (G forward for D's fakes, D forward+backward on real and fake
-    (twice more with bCR), G+D forward+backward for G's update), counted by torch's FlopCounterMode
+    (twice more with bCR), G+D forward+backward for G's update, which with ``train.reuse_fake``
+    reuses the first G forward), counted by torch's FlopCounterMode
     on convolutions and matrix products (DiffAugment, norms and activations are not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -257,12 +260,14 @@ def _step_flops(cfg) -> float:
     D = registry.build("discriminator", cfg.discriminator_name, image_size=S, num_classes=nc, **cfg.discriminator)
     y, real = torch.randint(0, nc, (B,)), torch.randn(B, 3, S, S)
     with FlopCounterMode(display=False) as counter:
-        with torch.no_grad():
-            fake = G(torch.randn(B, cfg.model.latent_dim), y)
+        with torch.set_grad_enabled(cfg.train.reuse_fake):
+            fake_g = G(torch.randn(B, cfg.model.latent_dim), y)
+        fake = fake_g.detach()
         passes = 2 if cfg.train.cr_weight > 0 else 1
         loss = sum(D(real, y).mean() + D(fake, y).mean() for _ in range(passes))
         loss.backward()
-        D(G(torch.randn(B, cfg.model.latent_dim), y), y).mean().backward()
+        fake_g = fake_g if cfg.train.reuse_fake else G(torch.randn(B, cfg.model.latent_dim), y)
+        D(fake_g, y).mean().backward()
     return float(counter.get_total_flops())
 
 

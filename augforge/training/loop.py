@@ -189,14 +189,19 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
 
             # -- 6a. discriminator step(s)
             D.requires_grad_(True)
-            for _ in range(t.n_critic):
+            for i in range(t.n_critic):
                 td = time.perf_counter()
                 real, y = next_batch()
                 data_wait += time.perf_counter() - td
                 y_d = y if nets.num_classes else None
                 z = torch.randn(real.shape[0], nets.latent_dim, device=device)
-                with torch.no_grad(), nets.autocast():
-                    fake = nets.G_nograd(z, y_d)
+                if t.reuse_fake and i == t.n_critic - 1:  # G's graph is kept for 6b: one G forward per step fewer
+                    with nets.autocast():
+                        fake_g = nets.G_run(z, y_d)
+                    fake = fake_g.detach()
+                else:
+                    with torch.no_grad(), nets.autocast():
+                        fake = nets.G_nograd(z, y_d)
                 if t.channels_last:
                     fake = fake.contiguous(memory_format=torch.channels_last)
                 with nets.autocast():
@@ -231,13 +236,14 @@ def train(cfg: RunConfig, *, tracker=None, resume=None, report: Callable[[int, d
 
             # -- 6b. generator step; top-k: G learns only from the fakes D finds most realistic (off: k = batch)
             D.requires_grad_(False)
-            z = torch.randn(t.batch_size, nets.latent_dim, device=device)
             y_g = y if nets.num_classes else None
+            if not t.reuse_fake:
+                z = torch.randn(t.batch_size, nets.latent_dim, device=device)
             if t.ms_weight > 0 and y_g is not None:  # mode seeking compares pairs of z within one class
                 y_g = torch.cat([y_g[: len(y_g) // 2]] * 2 + [y_g[2 * (len(y_g) // 2):]])
             k = topk_count(t.batch_size, s.epoch + s.pos / bpe, t.topk_decay, t.topk_min)
             with nets.autocast():
-                fake = nets.G_run(z, y_g)
+                fake = fake_g if t.reuse_fake else nets.G_run(z, y_g)
                 if t.ac_weight > 0:  # and G is asked for fakes D classifies as their label
                     logit_g, cls_g = nets.D_cls(augment(fake), y_g)
                     loss_g = (g_loss_fn(topk_logits(logit_g.float(), k))

@@ -153,6 +153,8 @@ def check_train_config(t) -> None:
     if t.cr_weight > 0 and not t.diffaug:
         raise ConfigError("train.cr_weight > 0 compares two augmentations of each image: set train.diffaug too, "
                           "e.g. --set train.diffaug=color,translation,cutout")
+    if t.reuse_fake and t.ms_weight > 0:
+        raise ConfigError("train.reuse_fake needs fresh pairs of z per class for train.ms_weight > 0; set one of them off")
     if t.budget_clock not in ("wall", "cpu"):
         raise ConfigError(f"train.budget_clock={t.budget_clock!r}: expected wall or cpu")
     try:
